@@ -1,0 +1,330 @@
+"""The images of one conversation, each under a short id that tools and the model pass around.
+
+Ids: ``img-N`` for an image, ``doc-N/page-K`` for a rendered PDF page, ``PARENT/zoom-M`` for a crop.
+Pixels never travel through the planner; the model sees ids (``ImageStore.describe``), tools look
+them up (``ImageStore.get``), and zooming registers a new id (``ImageStore.add_crop``).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pypdfium2 as pdfium
+import pypdfium2.raw as pdfium_c
+from PIL import Image
+
+from ..vlm.errors import ImageInputError
+from ..vlm.images import MAX_IMAGE_PIXELS, load_image
+
+__all__ = ["ImageInfo", "ImageStore", "UnknownImageError"]
+
+Box = tuple[float, float, float, float]
+Progress = Callable[[int, int], Any]
+
+PDF_MAGIC = b"%PDF"
+RELATIVE_MAX = 1000  # Qwen3-VL grounds boxes on a 0-1000 grid, whatever the image size
+MAX_LABEL_CHARS = 80
+MAX_LISTED_IDS = 30
+# Characters a small model wraps around an id ("'img-1'", "[img-1]", "img-1."); no id contains them.
+_ID_WRAPPING = " \t\r\n'\"`[](){}<>.,;:#"
+
+# PDFium is not thread-safe, even across documents: every call into it goes through this lock.
+_PDFIUM_LOCK = threading.Lock()
+
+
+class UnknownImageError(KeyError):
+    """An image id that the store does not hold; the message lists the ids it does hold."""
+
+    def __init__(self, image_id: str, known: Sequence[str]):
+        super().__init__(image_id)
+        self.image_id = image_id
+        self.known = list(known)
+
+    def __str__(self) -> str:
+        if not self.known:
+            return f"No image {self.image_id!r}. No images have been added yet."
+        listed = ", ".join(self.known[:MAX_LISTED_IDS])
+        if len(self.known) > MAX_LISTED_IDS:
+            listed += f" … ({len(self.known) - MAX_LISTED_IDS} more)"
+        return f"No image {self.image_id!r}. Known ids: {listed}"
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """Where an image in the store came from.
+
+    ``page`` is the 1-based PDF page for pages and for crops of pages; ``box`` is the crop's
+    ``(x1, y1, x2, y2)`` on its parent in 0-1000 relative coordinates; ``size`` is ``(width, height)``.
+    """
+
+    id: str
+    kind: Literal["image", "page", "crop"]
+    label: str
+    parent: str | None
+    page: int | None
+    box: Box | None
+    size: tuple[int, int]
+
+
+class ImageStore:
+    """Thread-safe map from short ids to decoded RGB images, one store per conversation.
+
+    Decoding and rendering run outside the store's lock, so readers are never blocked by a long
+    PDF; ids are assigned when the finished images are registered. Returned images are shared:
+    treat them as read-only.
+    """
+
+    def __init__(self, *, dpi: int = 144, max_pages: int = 50, allow_remote: bool = False):
+        if dpi < 1:
+            raise ValueError(f"dpi must be a positive number of dots per inch, got {dpi}")
+        if max_pages < 1:
+            raise ValueError(f"max_pages must be at least 1, got {max_pages}")
+        self.dpi = dpi
+        self.max_pages = max_pages
+        self.allow_remote = allow_remote
+        self._lock = threading.Lock()
+        self._images: dict[str, Image.Image] = {}
+        self._infos: dict[str, ImageInfo] = {}
+        self._image_count = 0
+        self._doc_count = 0
+        self._zoom_counts: dict[str, int] = {}
+
+    def add(self, source: Any, *, name: str | None = None, progress: Progress | None = None) -> str | list[str]:
+        """Register an image (returns ``img-N``) or every page of a PDF (returns ``doc-N/page-K`` ids).
+
+        ``source`` is a path, bytes, a PIL image or anything ``load_image`` accepts; PDFs are
+        recognised by their ``%PDF`` header, given as a path or as bytes. ``name`` is only a display
+        label. ``progress(done_pages, total_pages)`` is called after each rendered PDF page.
+        """
+        label = _clean_label(name)
+        pdf = _pdf_bytes(source)
+        if pdf is not None:
+            pages = _render_pdf(pdf, self.dpi, self.max_pages, label or "The PDF", progress)
+            return self._register_pages(pages, label)
+        image = load_image(source, allow_remote=self.allow_remote)
+        with self._lock:
+            self._image_count += 1
+            image_id = f"img-{self._image_count}"
+            info = ImageInfo(image_id, "image", label or f"image {self._image_count}", None, None, None, image.size)
+            self._put(info, image)
+        return image_id
+
+    def add_crop(self, parent_id: str, box: Sequence[Any]) -> str:
+        """Crop ``box`` = ``(x1, y1, x2, y2)``, in 0-1000 coordinates relative to the parent, and
+        register it as ``PARENT/zoom-M``. Raises ``ValueError`` for a box that selects nothing."""
+        parent_id = _clean_id(parent_id)
+        parent = self.get(parent_id)
+        relative = _relative_box(box)
+        crop = parent.crop(_pixel_box(relative, parent.size))
+        with self._lock:
+            parent_info = self._infos[parent_id]
+            count = self._zoom_counts.get(parent_id, 0) + 1
+            self._zoom_counts[parent_id] = count
+            crop_id = f"{parent_id}/zoom-{count}"
+            label = f"{parent_info.label}, zoom {count}"
+            info = ImageInfo(crop_id, "crop", label, parent_id, parent_info.page, relative, crop.size)
+            self._put(info, crop)
+        return crop_id
+
+    def get(self, image_id: str) -> Image.Image:
+        """The image behind ``image_id``; ``UnknownImageError`` (a ``KeyError``) if there is none."""
+        key = _clean_id(image_id)
+        with self._lock:
+            if key not in self._images:
+                raise UnknownImageError(key, list(self._images))
+            return self._images[key]
+
+    def info(self, image_id: str) -> ImageInfo:
+        """Origin, label and size of ``image_id``; ``UnknownImageError`` if there is none."""
+        key = _clean_id(image_id)
+        with self._lock:
+            if key not in self._infos:
+                raise UnknownImageError(key, list(self._infos))
+            return self._infos[key]
+
+    def ids(self) -> list[str]:
+        """Every id, in the order the images were added."""
+        with self._lock:
+            return list(self._images)
+
+    def describe(self) -> str:
+        """One line per image for the model's prompt, e.g. ``img-1: invoice.png (1240x1754)``."""
+        with self._lock:
+            infos = list(self._infos.values())
+        if not infos:
+            return "No images yet."
+        return "\n".join(_describe_line(info) for info in infos)
+
+    def __contains__(self, image_id: object) -> bool:
+        key = _clean_id(image_id)
+        with self._lock:
+            return key in self._images
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._images)
+
+    def _register_pages(self, pages: list[Image.Image], label: str | None) -> list[str]:
+        with self._lock:
+            self._doc_count += 1
+            doc = self._doc_count
+            page_ids = []
+            for number, image in enumerate(pages, start=1):
+                page_id = f"doc-{doc}/page-{number}"
+                page_label = f"{label or f'document {doc}'}, page {number}"
+                self._put(ImageInfo(page_id, "page", page_label, None, number, None, image.size), image)
+                page_ids.append(page_id)
+        return page_ids
+
+    def _put(self, info: ImageInfo, image: Image.Image) -> None:
+        """Store one entry; the caller holds the lock."""
+        self._images[info.id] = image
+        self._infos[info.id] = info
+
+
+def _clean_id(image_id: object) -> str:
+    return str(image_id).strip(_ID_WRAPPING).lower()
+
+
+def _clean_label(name: str | None) -> str | None:
+    """One line of at most ``MAX_LABEL_CHARS``: labels go into the model's prompt verbatim."""
+    if name is None:
+        return None
+    label = " ".join(str(name).split())
+    if len(label) > MAX_LABEL_CHARS:
+        label = label[: MAX_LABEL_CHARS - 1] + "…"
+    return label or None
+
+
+def _describe_line(info: ImageInfo) -> str:
+    width, height = info.size
+    box = ""
+    if info.box is not None:
+        box = ", box [" + ", ".join(f"{value:g}" for value in info.box) + "]"
+    return f"{info.id}: {info.label}{box} ({width}x{height})"
+
+
+def _pdf_bytes(source: Any) -> bytes | None:
+    """The bytes of ``source`` if it is a PDF given as bytes or as a path to a file, else None."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        return data if data.startswith(PDF_MAGIC) else None
+    path = _existing_file(source)
+    if path is None:
+        return None
+    try:
+        with path.open("rb") as file:
+            if file.read(len(PDF_MAGIC)) != PDF_MAGIC:
+                return None
+            return PDF_MAGIC + file.read()
+    except OSError as exc:
+        raise ImageInputError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
+
+
+def _existing_file(source: Any) -> Path | None:
+    if isinstance(source, str) and len(source) < 4096:
+        source = Path(source.strip()).expanduser()
+    if not isinstance(source, Path):
+        return None
+    try:
+        return source if source.is_file() else None
+    except OSError:  # e.g. a name too long for the file system: not a path we can open
+        return None
+
+
+def _render_pdf(data: bytes, dpi: int, max_pages: int, what: str, progress: Progress | None) -> list[Image.Image]:
+    """Every page of the PDF ``data`` as an RGB image at ``dpi``; nothing is rendered past the cap.
+
+    The PDFium lock is taken per call, so other threads' PDFs interleave page by page and
+    ``progress`` runs without it.
+    """
+    with _PDFIUM_LOCK:
+        document = _open_pdf(data, what)
+    try:
+        with _PDFIUM_LOCK:
+            total = len(document)
+        if total > max_pages:
+            raise ImageInputError(
+                f"{what} has {total} pages, more than the limit of {max_pages}. Split the PDF, "
+                f"or raise the limit with ImageStore(max_pages={total})."
+            )
+        pages = []
+        for index in range(total):
+            with _PDFIUM_LOCK:
+                pages.append(_render_page(document, index, dpi, what))
+            if progress is not None:
+                progress(index + 1, total)
+        return pages
+    finally:
+        with _PDFIUM_LOCK:
+            document.close()
+
+
+def _open_pdf(data: bytes, what: str) -> pdfium.PdfDocument:
+    try:
+        return pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as exc:
+        if exc.err_code in (pdfium_c.FPDF_ERR_PASSWORD, pdfium_c.FPDF_ERR_SECURITY):
+            raise ImageInputError(
+                f"{what} is encrypted (password-protected); save an unprotected copy and add that."
+            ) from exc
+        if exc.err_code == pdfium_c.FPDF_ERR_SUCCESS:  # PDFium's way of refusing a document with no pages
+            raise ImageInputError(f"{what} has no pages.") from exc
+        raise ImageInputError(f"{what} is not a readable PDF: it is damaged or truncated ({exc}).") from exc
+
+
+def _render_page(document: pdfium.PdfDocument, index: int, dpi: int, what: str) -> Image.Image:
+    page = document[index]
+    try:
+        scale = dpi / 72  # PDF sizes are in points, 72 to the inch
+        width, height = (math.ceil(side * scale) for side in page.get_size())
+        if width * height > MAX_IMAGE_PIXELS:
+            raise ImageInputError(
+                f"Page {index + 1} of {what} would be {width}x{height} pixels at {dpi} dpi, above the "
+                f"{MAX_IMAGE_PIXELS:,}-pixel limit; add it with a lower dpi, e.g. ImageStore(dpi=72)."
+            )
+        bitmap = page.render(scale=scale)
+        try:
+            # convert() copies: the PIL view of a bitmap shares memory that close() releases
+            return bitmap.to_pil().convert("RGB")
+        finally:
+            bitmap.close()
+    finally:
+        page.close()
+
+
+def _relative_box(box: Any) -> Box:
+    """``box`` as four floats clamped to 0-1000, with x1 < x2 and y1 < y2; else ``ValueError``."""
+    usage = "box must be [x1, y1, x2, y2]: four numbers from 0 to 1000, with x1 < x2 and y1 < y2"
+    if isinstance(box, (str, bytes)) or not isinstance(box, Iterable):
+        raise ValueError(f"{usage}; got {box!r}.")
+    try:
+        values = [float(value) for value in box]
+    except (TypeError, ValueError):
+        raise ValueError(f"{usage}; got {box!r}, which has a value that is not a number.") from None
+    if len(values) != 4 or not all(math.isfinite(value) for value in values):
+        raise ValueError(f"{usage}; got {box!r}.")
+    x1, y1, x2, y2 = (min(max(value, 0.0), float(RELATIVE_MAX)) for value in values)
+    if x1 >= x2 or y1 >= y2:
+        raise ValueError(
+            f"{usage}; got {box!r}, which selects no area (after limiting it to 0-1000). "
+            "Give the left/top corner first and the right/bottom corner second."
+        )
+    return (x1, y1, x2, y2)
+
+
+def _pixel_box(relative: Box, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Pixel box covering ``relative``; rounding outwards keeps every non-empty box non-empty."""
+    width, height = size
+    x1, y1, x2, y2 = relative
+    return (
+        math.floor(x1 * width / RELATIVE_MAX),
+        math.floor(y1 * height / RELATIVE_MAX),
+        math.ceil(x2 * width / RELATIVE_MAX),
+        math.ceil(y2 * height / RELATIVE_MAX),
+    )

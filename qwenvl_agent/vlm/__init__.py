@@ -1,0 +1,26 @@
+"""The model runtime: load Qwen3-VL on the CPU, bound image tokens, generate, and ChatQwenVL over it."""
+
+from .chat_model import ChatQwenVL
+from .errors import BusyError, GenerationError, ImageInputError, ModelNotAvailableError, QwenVLError
+from .generation import GenerationSettings, GenerationStats, Prompt
+from .images import load_image
+from .runtime import DEFAULT_MODEL, VLMRuntime, load_runtime, resolve_dtype
+from .tool_calls import parse_tool_calls
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "BusyError",
+    "ChatQwenVL",
+    "GenerationError",
+    "GenerationSettings",
+    "GenerationStats",
+    "ImageInputError",
+    "ModelNotAvailableError",
+    "Prompt",
+    "QwenVLError",
+    "VLMRuntime",
+    "load_image",
+    "load_runtime",
+    "parse_tool_calls",
+    "resolve_dtype",
+]

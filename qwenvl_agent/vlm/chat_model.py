@@ -1,0 +1,257 @@
+"""``ChatQwenVL``: Qwen3-VL running locally on the CPU as a LangChain chat model.
+
+Images in every LangChain content form, streaming, async, tool calling (Qwen's ``<tool_call>`` format),
+structured output. Constructing it is instant; the weights load on first use and are shared by every
+instance that names the same model, revision and dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LangSmithParams
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import ConfigDict, Field, SecretStr
+
+from .generation import DEFAULT_MAX_IMAGE_TOKENS, GenerationSettings, GenerationStats, Prompt
+from .messages import to_qwen_messages
+from .runtime import DEFAULT_MODEL, VLMRuntime, load_runtime
+from .tool_calls import CLOSE, OPEN, ParsedCall, ToolCallSplitter
+
+_FORCED = ("any", "required")
+
+
+class ChatQwenVL(BaseChatModel):
+    """Qwen3-VL (default ``Qwen/Qwen3-VL-2B-Instruct``) on the CPU through transformers.
+
+    Example:
+        .. code-block:: python
+
+            from qwenvl_agent import ChatQwenVL
+
+            llm = ChatQwenVL()  # or ChatQwenVL(model="/models/Qwen3-VL-2B-Instruct")
+            llm.invoke([{"role": "user", "content": [
+                {"type": "image", "url": "file:///tmp/invoice.png"},
+                {"type": "text", "text": "What is the invoice total?"},
+            ]}])
+    """
+
+    model: str = DEFAULT_MODEL
+    """Hub id or local folder of a Qwen3-VL checkpoint."""
+    revision: str | None = None
+    dtype: str = "auto"
+    """"auto" (bfloat16 on CPUs with AMX-BF16/AVX512-BF16, else float32), "bfloat16" or "float32"."""
+    max_tokens: int = Field(default=512, alias="max_new_tokens")
+    temperature: float | None = None
+    """None or 0: greedy decoding (the default, best for tools); above 0: sampling."""
+    top_p: float | None = None
+    top_k: int | None = None
+    stop: list[str] | None = Field(default=None, alias="stop_sequences")
+    max_image_tokens: int = DEFAULT_MAX_IMAGE_TOKENS
+    """Visual tokens per image at most (one per 32x32 pixels); larger images are scaled down."""
+    min_image_tokens: int | None = None
+    timeout: float | None = None
+    """Time limit of one generation in seconds; the reply so far is returned with finish_reason "timeout"."""
+    allow_remote_images: bool = True
+    """Fetch http(s) image URLs (with a timeout and a size cap). Turn off for untrusted input."""
+    num_threads: int | None = None
+    max_waiting: int = 3
+    """Callers that may wait behind a running generation before ``BusyError`` (set by the first load)."""
+    streaming: bool = False
+    max_retries: int | None = None
+    """Accepted for compatibility; a local model has nothing to retry."""
+    api_key: SecretStr | None = None
+    """Accepted for compatibility; a local model needs no key."""
+
+    model_config = ConfigDict(populate_by_name=True, protected_namespaces=())
+
+    @property
+    def _llm_type(self) -> str:
+        return "qwen3-vl"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "revision": self.revision,
+            "dtype": self.dtype,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "max_image_tokens": self.max_image_tokens,
+        }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(
+            ls_provider="qwenvl",
+            ls_model_name=self.model,
+            ls_model_type="chat",
+            ls_temperature=kwargs.get("temperature", self.temperature),
+            ls_max_tokens=kwargs.get("max_tokens", self.max_tokens),
+        )
+        if stop or self.stop:
+            params["ls_stop"] = stop or self.stop
+        return params
+
+    @property
+    def runtime(self) -> VLMRuntime:
+        """The loaded model (loaded now if this is its first use in the process)."""
+        return load_runtime(
+            self.model, self.revision, self.dtype, num_threads=self.num_threads, max_waiting=self.max_waiting
+        )
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable | BaseTool],
+        *,
+        tool_choice: dict | str | bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable:
+        """Offer tools to the model. ``tool_choice``: None/"auto", "none", "any"/"required", or a tool name."""
+        formatted = [convert_to_openai_tool(tool) for tool in tools]
+        names = [t["function"]["name"] for t in formatted]
+        choice = normalise_tool_choice(tool_choice, names)
+        return super().bind(tools=formatted, tool_choice=choice, **kwargs)
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        for chunk, _ in self._chunks(messages, stop, run_manager, kwargs):
+            yield chunk
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        chunks = list(self._chunks(messages, stop, run_manager, kwargs))
+        text = "".join(part for _, part in chunks if isinstance(part, str))
+        calls = [part for _, part in chunks if isinstance(part, ParsedCall)]
+        last = chunks[-1][0].message
+        message = AIMessage(
+            content=text.strip() if calls else text,
+            tool_calls=[c.as_tool_call() for c in calls if c.error is None],
+            invalid_tool_calls=[c.as_invalid_tool_call() for c in calls if c.error is not None],
+            usage_metadata=last.usage_metadata,
+            response_metadata=last.response_metadata,
+        )
+        return ChatResult(generations=[ChatGeneration(message=message, generation_info=chunks[-1][0].generation_info)])
+
+    def _chunks(self, messages, stop, run_manager, kwargs) -> Iterator[tuple[ChatGenerationChunk, str | ParsedCall | None]]:
+        """Generate, yielding each chunk with the text piece or parsed tool call it carries; the last
+        chunk (usage, finish reason) carries None."""
+        prompt, settings = self._request(messages, stop, kwargs)
+        splitter = ToolCallSplitter()
+        calls = 0
+        stats: GenerationStats | None = None
+
+        def emit(parts: list[str | ParsedCall]):
+            nonlocal calls
+            for part in parts:
+                if isinstance(part, str):
+                    chunk = ChatGenerationChunk(message=AIMessageChunk(content=part))
+                else:
+                    chunk = ChatGenerationChunk(
+                        message=AIMessageChunk(content="", tool_call_chunks=[part.as_chunk(calls)])
+                    )
+                    calls += 1
+                if run_manager:
+                    run_manager.on_llm_new_token(part if isinstance(part, str) else "", chunk=chunk)
+                yield chunk, part
+
+        yield from emit(splitter.feed(prompt.assistant_prefix))
+        for item in self.runtime.stream(prompt, settings):
+            if isinstance(item, GenerationStats):
+                stats = item
+            else:
+                yield from emit(splitter.feed(item))
+        yield from emit(splitter.finish())
+        yield self._last_chunk(stats, has_calls=calls > 0), None
+
+    def _last_chunk(self, stats: GenerationStats | None, has_calls: bool) -> ChatGenerationChunk:
+        reason = stats.finish_reason if stats else "stop"
+        if has_calls and reason == "stop":
+            reason = "tool_calls"
+        message = AIMessageChunk(
+            content="",
+            chunk_position="last",
+            usage_metadata={
+                "input_tokens": stats.input_tokens,
+                "output_tokens": stats.output_tokens,
+                "total_tokens": stats.input_tokens + stats.output_tokens,
+            }
+            if stats
+            else None,
+            response_metadata={
+                "model_name": self.model,
+                "model_provider": "qwenvl",
+                "finish_reason": reason,
+                "generation_seconds": round(stats.seconds, 3) if stats else None,
+            },
+        )
+        return ChatGenerationChunk(message=message, generation_info={"finish_reason": reason})
+
+    def _request(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]):
+        """The prompt and settings of one call: instance fields, overridden by per-call keyword arguments."""
+        qwen_messages, images = to_qwen_messages(
+            messages, allow_remote=kwargs.get("allow_remote_images", self.allow_remote_images)
+        )
+        tools = kwargs.get("tools") or None
+        choice = kwargs.get("tool_choice")
+        if choice == "none":
+            tools = None
+        prefix = forced_call_prefix(choice, tools) if tools else ""
+        stops = list(stop if stop is not None else self.stop or [])
+        if prefix:
+            stops.append(CLOSE)  # one forced call, then stop
+        settings = GenerationSettings(
+            max_new_tokens=kwargs.get("max_tokens", self.max_tokens),
+            temperature=kwargs.get("temperature", self.temperature),
+            top_p=kwargs.get("top_p", self.top_p),
+            top_k=kwargs.get("top_k", self.top_k),
+            stop=tuple(stops),
+            time_limit=kwargs.get("timeout", self.timeout),
+            max_image_tokens=kwargs.get("max_image_tokens", self.max_image_tokens),
+            min_image_tokens=kwargs.get("min_image_tokens", self.min_image_tokens),
+        )
+        return Prompt(messages=qwen_messages, images=images, tools=tools, assistant_prefix=prefix), settings
+
+
+def normalise_tool_choice(choice: dict | str | bool | None, names: list[str]) -> str | None:
+    """One of None, "auto", "none", "any", or a tool name; ``ValueError`` for anything else."""
+    if choice is None or choice == "auto":
+        return None if choice is None else "auto"
+    if choice is True or choice in _FORCED:
+        return "any"
+    if choice is False or choice == "none":
+        return "none"
+    if isinstance(choice, dict):
+        choice = (choice.get("function") or {}).get("name") or choice.get("name")
+    if isinstance(choice, str) and choice in names:
+        return choice
+    raise ValueError(f"tool_choice {choice!r} is not 'auto', 'none', 'any', 'required' or one of the tools {names}.")
+
+
+def forced_call_prefix(choice: str | None, tools: list[dict[str, Any]]) -> str:
+    """The start of the assistant turn that makes the model call a tool (or the named tool)."""
+    if choice is None or choice in ("auto", "none"):
+        return ""
+    if choice == "any" and len(tools) == 1:
+        choice = tools[0]["function"]["name"]
+    if choice == "any":
+        return f'{OPEN}\n{{"name": "'
+    return f'{OPEN}\n{{"name": "{choice}", "arguments": '
+

@@ -1,0 +1,21 @@
+"""Error types of the runtime. Each message tells the user what to do next."""
+
+
+class QwenVLError(Exception):
+    """Base class of every error qwenvl-agent raises on purpose."""
+
+
+class ImageInputError(QwenVLError, ValueError):
+    """An image could not be read: wrong type, unreadable bytes, too large, fetch refused or failed."""
+
+
+class ModelNotAvailableError(QwenVLError, RuntimeError):
+    """The weights are neither in a local folder nor in the cache, and cannot be downloaded."""
+
+
+class BusyError(QwenVLError, RuntimeError):
+    """The model is generating and the queue of waiting callers is full."""
+
+
+class GenerationError(QwenVLError, RuntimeError):
+    """Generation failed for a reason other than the inputs (for example out of memory)."""

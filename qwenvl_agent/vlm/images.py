@@ -1,0 +1,190 @@
+"""Decode images from every form users hand us, with guards, and translate token budgets to pixels.
+
+Accepted: PIL images, file paths (str or Path), raw bytes, base64 strings, ``data:`` URLs, ``file://``
+URLs and http(s) URLs (fetched with a timeout and a size cap unless remote fetching is turned off).
+Every image comes back EXIF-rotated, in RGB, and below a pixel-count guard.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageInputError
+
+# One visual token of Qwen3-VL covers 32x32 pixels (patch 16, spatial merge 2).
+PIXELS_PER_TOKEN = 32 * 32
+MAX_IMAGE_PIXELS = 64_000_000  # decompression-bomb guard, well above any real scan or photo
+MAX_FETCH_BYTES = 20 * 1024 * 1024
+FETCH_TIMEOUT_S = 10.0
+_BASE64 = re.compile(r"[A-Za-z0-9+/=\s]+")
+
+
+def tokens_to_pixels(tokens: int) -> int:
+    """Pixel count that the processor turns into ``tokens`` visual tokens."""
+    return int(tokens) * PIXELS_PER_TOKEN
+
+
+def pixel_budget(max_image_tokens: int, min_image_tokens: int | None = None) -> dict[str, int]:
+    """The processor's ``size`` argument for a budget given in visual tokens."""
+    if max_image_tokens < 1:
+        raise ValueError(f"max_image_tokens must be at least 1, got {max_image_tokens}")
+    low = 4 if min_image_tokens is None else min_image_tokens
+    if low < 1 or low > max_image_tokens:
+        raise ValueError(
+            f"min_image_tokens must be between 1 and max_image_tokens ({max_image_tokens}), got {low}"
+        )
+    return {"shortest_edge": tokens_to_pixels(low), "longest_edge": tokens_to_pixels(max_image_tokens)}
+
+
+def load_image(
+    source: Any,
+    *,
+    allow_remote: bool = True,
+    timeout: float = FETCH_TIMEOUT_S,
+    max_bytes: int = MAX_FETCH_BYTES,
+) -> Image.Image:
+    """Return ``source`` as a decoded RGB PIL image, or raise ``ImageInputError`` saying why not."""
+    if isinstance(source, Image.Image):
+        return _normalise(source, "the PIL image")
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _decode_bytes(bytes(source), "the image bytes")
+    if isinstance(source, Path):
+        return _read_file(source)
+    if isinstance(source, str):
+        return _load_from_string(source.strip(), allow_remote, timeout, max_bytes)
+    raise ImageInputError(
+        f"Cannot use a {type(source).__name__} as an image: pass a PIL image, a file path, bytes, "
+        "base64 text, or a data:, file:// or http(s) URL."
+    )
+
+
+def _load_from_string(text: str, allow_remote: bool, timeout: float, max_bytes: int) -> Image.Image:
+    if not text:
+        raise ImageInputError("The image reference is empty.")
+    lowered = text[:16].lower()
+    if lowered.startswith("data:"):
+        return _decode_data_url(text)
+    if lowered.startswith("file://"):
+        parsed = urllib.parse.urlparse(text)
+        return _read_file(Path(urllib.parse.unquote(parsed.path)))
+    if lowered.startswith(("http://", "https://")):
+        if not allow_remote:
+            raise ImageInputError(
+                f"Fetching remote images is turned off, so {_short(text)} was not downloaded. "
+                "Pass the image itself (bytes, base64 or a local path) or allow remote images."
+            )
+        return _fetch(text, timeout, max_bytes)
+    if len(text) < 4096 and Path(text).expanduser().is_file():
+        return _read_file(Path(text).expanduser())
+    if _BASE64.fullmatch(text) and len(text) >= 16:
+        return _decode_base64(text, "the base64 image")
+    return _read_file(Path(text).expanduser())
+
+
+def decode_base64_image(text: str) -> Image.Image:
+    """Decode base64 image data (without a ``data:`` header)."""
+    return _decode_base64(text, "the base64 image")
+
+
+def _read_file(path: Path) -> Image.Image:
+    if not path.is_file():
+        raise ImageInputError(f"No image file at {_short(str(path))} (and it is not a URL or base64 image data).")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageInputError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
+    return _decode_bytes(data, str(path))
+
+
+def _decode_data_url(url: str) -> Image.Image:
+    header, sep, payload = url.partition(",")
+    if not sep:
+        raise ImageInputError("The data URL has no ',' separating its header from the image data.")
+    if ";base64" not in header.lower():
+        raise ImageInputError("Only base64 data URLs are supported for images (data:image/png;base64,...).")
+    return _decode_base64(payload, "the data URL")
+
+
+def _decode_base64(text: str, what: str) -> Image.Image:
+    try:
+        data = base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ImageInputError(
+            f"{_short(text)} is neither an existing file, a URL, nor valid base64 image data."
+        ) from exc
+    return _decode_bytes(data, what)
+
+
+def _fetch(url: str, timeout: float, max_bytes: int) -> Image.Image:
+    request = urllib.request.Request(url, headers={"User-Agent": "qwenvl-agent"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http(s) only)
+            declared = response.headers.get("Content-Length")
+            if declared and declared.isdigit() and int(declared) > max_bytes:
+                raise ImageInputError(f"{_short(url)} is {int(declared)} bytes, above the {max_bytes}-byte limit.")
+            data = response.read(max_bytes + 1)
+    except ImageInputError:
+        raise
+    except Exception as exc:  # urllib raises many types: URLError, HTTPError, timeout, ValueError
+        raise ImageInputError(f"Could not download {_short(url)}: {exc}.") from exc
+    if len(data) > max_bytes:
+        raise ImageInputError(f"{_short(url)} is larger than the {max_bytes}-byte limit.")
+    return _decode_bytes(data, _short(url))
+
+
+def _decode_bytes(data: bytes, what: str) -> Image.Image:
+    if not data:
+        raise ImageInputError(f"{what} is empty.")
+    try:
+        image = Image.open(io.BytesIO(data))
+        _check_pixels(image, what)
+        image.load()
+    except ImageInputError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageInputError(f"{what} has too many pixels to be decoded safely.") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageInputError(f"{what} is not an image file in a format Pillow can read (PNG, JPEG, WebP, …).") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageInputError(f"{what} is not a readable image ({exc}).") from exc
+    return _normalise(image, what)
+
+
+def _check_pixels(image: Image.Image, what: str) -> None:
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise ImageInputError(f"{what} has no pixels ({width}x{height}).")
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageInputError(
+            f"{what} is {width}x{height} pixels, above the {MAX_IMAGE_PIXELS:,}-pixel limit; shrink it first."
+        )
+
+
+def _normalise(image: Image.Image, what: str) -> Image.Image:
+    _check_pixels(image, what)
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception:  # a broken EXIF block should not cost the user the image
+        pass
+    if image.mode != "RGB":
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            rgba = image.convert("RGBA")
+            background = Image.new("RGB", rgba.size, (255, 255, 255))
+            background.paste(rgba, mask=rgba.getchannel("A"))
+            image = background
+        else:
+            image = image.convert("RGB")
+    return image
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "…")
