@@ -47,12 +47,11 @@ def test_values_are_coerced_from_model_style_numbers(text, number):
 
 
 def test_series_are_padded_to_the_categories_and_categories_to_the_longest_series():
-    chart = ChartData(
-        categories=["a", "b", "c"],
-        series=[ChartSeries(name="short", values=[1]), ChartSeries(name="long", values=[1, 2, 3, 4])],
-    )
+    short = ChartSeries(name="short", values=[1])
+    chart = ChartData(categories=["a", "b", "c"], series=[short, ChartSeries(name="long", values=[1, 2, 3, 4])])
     assert chart.categories == ["a", "b", "c", ""]
     assert _table(chart) == [("short", [1, None, None, None]), ("long", [1, 2, 3, 4])]
+    assert short.values == [1]
 
 
 def test_series_get_distinct_names():
@@ -125,7 +124,8 @@ def test_label_value_dict():
 
 
 def test_list_of_label_value_points():
-    chart = parse_chart_json('{"type": "bar", "data": [{"label": "Mon", "value": 3}, {"label": "Tue", "value": "4.5"}]}')
+    reply = '{"type": "bar", "data": [{"label": "Mon", "value": 3}, {"label": "Tue", "value": "4.5"}]}'
+    chart = parse_chart_json(reply)
     assert chart.categories == ["Mon", "Tue"]
     assert _table(chart) == [("value", [3, 4.5])]
 
@@ -140,6 +140,12 @@ def test_series_as_a_name_to_values_dict():
     chart = parse_chart_json('{"x_labels": ["Jan", "Feb"], "series": {"Tokyo": [5.2, 6.1], "Oslo": [-4, "-3.5"]}}')
     assert chart.categories == ["Jan", "Feb"]
     assert _table(chart) == [("Tokyo", [5.2, 6.1]), ("Oslo", [-4, -3.5])]
+
+
+def test_series_as_a_name_to_points_dict():
+    chart = parse_chart_json('{"series": {"Sales": {"Q1": 3, "Q2": "4k"}, "Cost": {"Q2": 1, "Q3": 2}}}')
+    assert chart.categories == ["Q1", "Q2", "Q3"]
+    assert _table(chart) == [("Sales", [3, 4000, None]), ("Cost", [None, 1, 2])]
 
 
 def test_top_level_list_of_series():

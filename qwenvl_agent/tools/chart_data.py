@@ -132,8 +132,7 @@ class ChartData(BaseModel):
     @field_validator("categories", mode="before")
     @classmethod
     def _coerce_categories(cls, value: Any) -> list[str]:
-        items = _as_list(value)
-        return [_to_text(item) or "" for item in items]
+        return [_to_text(item) or "" for item in _as_list(value)]
 
     @model_validator(mode="after")
     def _align(self) -> ChartData:
@@ -230,20 +229,25 @@ def _unwrap(data: dict) -> dict:
 
 
 def _series_list(value: Any, chart: dict) -> list[Any]:
-    """Series items from a ``{name: values}`` or ``{label: value}`` dict, records, or a list of series.
+    """Series items from a ``{name: values}``, ``{name: {label: value}}`` or ``{label: value}`` dict,
+    records, or a list of series.
 
     Labels found on the way (dict keys, record labels) become the categories unless there are some.
     """
     if isinstance(value, dict):
         if value and all(isinstance(item, (list, tuple)) for item in value.values()):
             return [{"name": name, "values": values} for name, values in value.items()]
+        if value and all(isinstance(item, dict) for item in value.values()):
+            inner = dict.fromkeys(label for points in value.values() for label in points)
+            labels = chart.setdefault("categories", list(inner))
+            return [{"name": name, "values": [points.get(label) for label in labels]} for name, points in value.items()]
         chart.setdefault("categories", list(value))
         return [{"name": "value", "values": list(value.values())}]
     if value is None:
         return []
     if not isinstance(value, (list, tuple)):
         return [value]
-    if value and all(not isinstance(item, (dict, list, tuple)) for item in value):
+    if value and all(not isinstance(item, (dict, list, tuple, ChartSeries)) for item in value):
         return [{"values": list(value)}]
     if value and all(isinstance(item, dict) and not _has_list(item) for item in value):
         labels, columns = _records(value)
@@ -254,7 +258,12 @@ def _series_list(value: Any, chart: dict) -> list[Any]:
 
 
 def _series_item(item: Any, chart: dict) -> Any:
-    """A series whose values are ``{label, value}`` points gets plain values; labels go to categories."""
+    """A series whose values are ``{label, value}`` points gets plain values; labels go to categories.
+
+    ``ChartSeries`` objects are copied: aligning a chart must not change the caller's series.
+    """
+    if isinstance(item, ChartSeries):
+        return item.model_dump()
     if not isinstance(item, dict):
         return item
     series = _rename_keys(item, _SERIES_KEY_ALIASES)

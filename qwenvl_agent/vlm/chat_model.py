@@ -91,7 +91,7 @@ class ChatQwenVL(BaseChatModel):
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(
             ls_provider="qwenvl",
-            ls_model_name=self.model,
+            ls_model_name=kwargs.get("model", self.model),
             ls_model_type="chat",
             ls_temperature=kwargs.get("temperature", self.temperature),
             ls_max_tokens=kwargs.get("max_tokens", self.max_tokens),
@@ -103,9 +103,10 @@ class ChatQwenVL(BaseChatModel):
     @property
     def runtime(self) -> VLMRuntime:
         """The loaded model (loaded now if this is its first use in the process)."""
-        return load_runtime(
-            self.model, self.revision, self.dtype, num_threads=self.num_threads, max_waiting=self.max_waiting
-        )
+        return self._runtime_for(self.model)
+
+    def _runtime_for(self, model: str) -> VLMRuntime:
+        return load_runtime(model, self.revision, self.dtype, num_threads=self.num_threads, max_waiting=self.max_waiting)
 
     def bind_tools(
         self,
@@ -173,15 +174,15 @@ class ChatQwenVL(BaseChatModel):
                 yield chunk, part
 
         yield from emit(splitter.feed(prompt.assistant_prefix))
-        for item in self.runtime.stream(prompt, settings):
+        for item in self._runtime_for(kwargs.get("model", self.model)).stream(prompt, settings):
             if isinstance(item, GenerationStats):
                 stats = item
             else:
                 yield from emit(splitter.feed(item))
         yield from emit(splitter.finish())
-        yield self._last_chunk(stats, has_calls=calls > 0), None
+        yield self._last_chunk(stats, kwargs.get("model", self.model), has_calls=calls > 0), None
 
-    def _last_chunk(self, stats: GenerationStats | None, has_calls: bool) -> ChatGenerationChunk:
+    def _last_chunk(self, stats: GenerationStats | None, model: str, has_calls: bool) -> ChatGenerationChunk:
         reason = stats.finish_reason if stats else "stop"
         if has_calls and reason == "stop":
             reason = "tool_calls"
@@ -196,7 +197,7 @@ class ChatQwenVL(BaseChatModel):
             if stats
             else None,
             response_metadata={
-                "model_name": self.model,
+                "model_name": model,
                 "model_provider": "qwenvl",
                 "finish_reason": reason,
                 "generation_seconds": round(stats.seconds, 3) if stats else None,
