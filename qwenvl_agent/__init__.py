@@ -1,0 +1,67 @@
+"""qwenvl-agent: Qwen3-VL on a CPU as a LangChain chat model, document tools, and an agent that chains them."""
+
+from .agent import (
+    AgentError,
+    AgentResult,
+    Answer,
+    AnswerToken,
+    DocumentAssistant,
+    Error,
+    Step,
+    StepStarted,
+    ToolCall,
+    ToolResult,
+    aask,
+    ask,
+    astream,
+    build_agent,
+    stream,
+)
+from .tools import ChartData, ImageStore, UnknownImageError, make_tools, parse_chart_json
+from .vlm import (
+    DEFAULT_MODEL,
+    BusyError,
+    ChatQwenVL,
+    GenerationError,
+    ImageInputError,
+    ModelNotAvailableError,
+    QwenVLError,
+    VLMRuntime,
+    load_image,
+    load_runtime,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "AgentError",
+    "AgentResult",
+    "Answer",
+    "AnswerToken",
+    "BusyError",
+    "ChartData",
+    "ChatQwenVL",
+    "DocumentAssistant",
+    "Error",
+    "GenerationError",
+    "ImageInputError",
+    "ImageStore",
+    "ModelNotAvailableError",
+    "QwenVLError",
+    "Step",
+    "StepStarted",
+    "ToolCall",
+    "ToolResult",
+    "UnknownImageError",
+    "VLMRuntime",
+    "aask",
+    "ask",
+    "astream",
+    "build_agent",
+    "load_image",
+    "load_runtime",
+    "make_tools",
+    "parse_chart_json",
+    "stream",
+]

@@ -1,0 +1,313 @@
+"""``ask`` and ``stream``: the agent for programs and front ends, with conversations that remember.
+
+A ``DocumentAssistant`` keeps, per ``thread_id``, the conversation's ``ImageStore`` and its LangGraph
+memory, so a follow-up question sees the earlier images and answers. The module-level ``ask``/``stream``
+use one shared assistant per planner model.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
+from langgraph.checkpoint.memory import InMemorySaver
+
+from qwenvl_agent.tools import ImageStore
+from qwenvl_agent.vlm.errors import QwenVLError
+
+from .events import Answer, AnswerToken, Error, Event, Step, StepStarted, ToolCall, ToolResult
+from .graph import SYSTEM_PROMPT, build_agent
+
+log = logging.getLogger(__name__)
+_STREAM_MODES = ["updates", "messages"]
+
+
+class AgentError(RuntimeError):
+    """An agent run ended with an ``Error`` event; the message says why."""
+
+
+@dataclass
+class AgentResult:
+    answer: str
+    steps: list[Step]
+    store: ImageStore
+    thread_id: str
+    stopped_early: bool = False
+
+
+@dataclass
+class _Conversation:
+    store: ImageStore
+    graph: Any
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class DocumentAssistant:
+    """The document agent with memory per conversation (``thread_id``).
+
+    ``model`` is the planner (default ``ChatQwenVL()``); ``vlm`` the vision model behind the tools (default:
+    the planner). With the defaults both are one loaded copy of Qwen3-VL.
+    """
+
+    def __init__(
+        self,
+        model: BaseChatModel | None = None,
+        *,
+        vlm: BaseChatModel | None = None,
+        max_steps: int = 8,
+        dpi: int = 144,
+        max_pages: int = 50,
+        system_prompt: str = SYSTEM_PROMPT,
+    ):
+        if model is None:
+            from qwenvl_agent.vlm import ChatQwenVL
+
+            model = ChatQwenVL()
+        self.model = model
+        self.vlm = vlm or model
+        self.max_steps = max_steps
+        self.dpi = dpi
+        self.max_pages = max_pages
+        self.system_prompt = system_prompt
+        self._checkpointer = InMemorySaver()
+        self._conversations: dict[str, _Conversation] = {}
+        self._lock = threading.Lock()
+
+    def store(self, thread_id: str) -> ImageStore:
+        """The images of conversation ``thread_id`` (created empty on first use)."""
+        return self._conversation(thread_id).store
+
+    def add_images(self, images: Iterable[Any], thread_id: str, progress=None) -> list[str]:
+        """Add images or PDFs (paths, bytes, PIL images) to a conversation; return the new ids."""
+        store = self.store(thread_id)
+        ids: list[str] = []
+        for source in images:
+            added = store.add(source, name=_display_name(source), progress=progress)
+            ids.extend(added if isinstance(added, list) else [added])
+        return ids
+
+    def stream(self, question: str, images: Iterable[Any] = (), thread_id: str | None = None) -> Iterator[Event]:
+        """Run the agent and yield its events; the last is an ``Answer`` or an ``Error``."""
+        thread_id = thread_id or new_thread_id()
+        try:
+            conversation, inputs, config = self._start(question, images, thread_id)
+        except (QwenVLError, ValueError) as exc:
+            yield Error(str(exc))
+            return
+        builder = _EventBuilder(conversation.store)
+        with conversation.lock:  # one run at a time per conversation keeps its memory in order
+            yield StepStarted(1)
+            try:
+                for mode, chunk in conversation.graph.stream(inputs, config, stream_mode=_STREAM_MODES):
+                    yield from builder.feed(mode, chunk)
+                yield builder.answer(conversation.graph.get_state(config).values["messages"])
+            except Exception as exc:  # noqa: BLE001 - every failure becomes an Error event for the front end
+                yield _error_event(exc)
+
+    async def astream(
+        self, question: str, images: Iterable[Any] = (), thread_id: str | None = None
+    ) -> AsyncIterator[Event]:
+        """``stream`` for asyncio: the model runs in worker threads, the event loop stays free."""
+        thread_id = thread_id or new_thread_id()
+        try:
+            conversation, inputs, config = self._start(question, images, thread_id)
+        except (QwenVLError, ValueError) as exc:
+            yield Error(str(exc))
+            return
+        builder = _EventBuilder(conversation.store)
+        yield StepStarted(1)
+        try:
+            async for mode, chunk in conversation.graph.astream(inputs, config, stream_mode=_STREAM_MODES):
+                for event in builder.feed(mode, chunk):
+                    yield event
+            state = await conversation.graph.aget_state(config)
+            yield builder.answer(state.values["messages"])
+        except Exception as exc:  # noqa: BLE001
+            yield _error_event(exc)
+
+    def ask(self, question: str, images: Iterable[Any] = (), thread_id: str | None = None) -> AgentResult:
+        """Run the agent to the end and return the answer and its steps; ``AgentError`` if it failed."""
+        thread_id = thread_id or new_thread_id()
+        return self._result(self.stream(question, images, thread_id), thread_id)
+
+    async def aask(self, question: str, images: Iterable[Any] = (), thread_id: str | None = None) -> AgentResult:
+        thread_id = thread_id or new_thread_id()
+        events = [event async for event in self.astream(question, images, thread_id)]
+        return self._result(events, thread_id)
+
+    def _result(self, events: Iterable[Event], thread_id: str) -> AgentResult:
+        for event in events:
+            if isinstance(event, Error):
+                raise AgentError(event.message)
+            if isinstance(event, Answer):
+                return AgentResult(event.text, event.steps, self.store(thread_id), thread_id, event.stopped_early)
+        raise AgentError("The agent ended without an answer.")
+
+    def _start(self, question: str, images: Iterable[Any], thread_id: str):
+        if not question or not question.strip():
+            raise ValueError("The question is empty: type what you want to know about the images.")
+        conversation = self._conversation(thread_id)
+        self.add_images(images, thread_id)
+        message = HumanMessage(content=_question_text(question.strip(), conversation.store))
+        config = {"configurable": {"thread_id": thread_id}, "recursion_limit": 4 * self.max_steps + 10}
+        return conversation, {"messages": [message]}, config
+
+    def _conversation(self, thread_id: str) -> _Conversation:
+        with self._lock:
+            if thread_id not in self._conversations:
+                store = ImageStore(dpi=self.dpi, max_pages=self.max_pages)
+                graph = build_agent(
+                    self.model,
+                    store=store,
+                    vlm=self.vlm,
+                    max_steps=self.max_steps,
+                    system_prompt=self.system_prompt,
+                    checkpointer=self._checkpointer,
+                )
+                self._conversations[thread_id] = _Conversation(store, graph)
+            return self._conversations[thread_id]
+
+
+class _EventBuilder:
+    """Turns LangGraph's ``updates``/``messages`` stream into the typed events."""
+
+    def __init__(self, store: ImageStore):
+        self.store = store
+        self.step = 1
+        self.steps: list[Step] = []
+        self.started: dict[str, float] = {}
+        self.calls: dict[str, dict[str, Any]] = {}
+
+    def feed(self, mode: str, chunk: Any) -> list[Event]:
+        if mode == "messages":
+            message, metadata = chunk
+            if isinstance(message, AIMessageChunk) and metadata.get("langgraph_node") == "model" and message.text:
+                return [AnswerToken(message.text, self.step)]
+            return []
+        events: list[Event] = []
+        for node, update in (chunk or {}).items():
+            for message in (update or {}).get("messages", []) if isinstance(update, dict) else []:
+                if node == "model" and isinstance(message, AIMessage):
+                    events += self._calls(message)
+                elif isinstance(message, ToolMessage):
+                    events.append(self._result(message))
+            if node == "tools":
+                self.step += 1
+                events.append(StepStarted(self.step))
+        return events
+
+    def _calls(self, message: AIMessage) -> list[Event]:
+        events: list[Event] = []
+        for call in message.tool_calls:
+            self.started[call["id"]] = time.perf_counter()
+            self.calls[call["id"]] = call
+            events.append(ToolCall(call["name"], dict(call["args"]), call["id"], self.step))
+        return events
+
+    def _result(self, message: ToolMessage) -> ToolResult:
+        artifact = message.artifact if isinstance(message.artifact, dict) else {}
+        call = self.calls.get(message.tool_call_id, {})
+        args = dict(call.get("args", {}))
+        image_ids = list(artifact.get("image_ids") or _ids_in(args, self.store))
+        seconds = artifact.get("seconds")
+        if seconds is None:
+            seconds = round(time.perf_counter() - self.started.get(message.tool_call_id, time.perf_counter()), 3)
+        result = ToolResult(
+            name=message.name or call.get("name", "tool"),
+            output=message.text,
+            image_ids=image_ids,
+            seconds=seconds,
+            call_id=message.tool_call_id,
+            step=self.step,
+            is_error=message.status == "error",
+            data=artifact.get("data"),
+        )
+        self.steps.append(
+            Step(result.name, args, result.output, image_ids, seconds, result.is_error, result.data)
+        )
+        return result
+
+    def answer(self, messages: list[Any]) -> Answer:
+        last = messages[-1] if messages else None
+        text = last.text if isinstance(last, AIMessage) else ""
+        stopped = bool(isinstance(last, AIMessage) and last.response_metadata.get("stopped_early"))
+        return Answer(text.strip(), list(self.steps), stopped_early=stopped)
+
+
+def _ids_in(args: dict[str, Any], store: ImageStore) -> list[str]:
+    image_id = args.get("image_id")
+    return [image_id] if isinstance(image_id, str) and image_id.strip() in store else []
+
+
+def _question_text(question: str, store: ImageStore) -> str:
+    if len(store) == 0:
+        return f"{question}\n\n(No images or documents have been given.)"
+    return f"{question}\n\nImages and pages you can use (give the id to a tool):\n{store.describe()}"
+
+
+def _display_name(source: Any) -> str | None:
+    from pathlib import Path
+
+    if isinstance(source, Path):
+        return source.name
+    if isinstance(source, str) and len(source) < 1024 and Path(source).is_file():
+        return Path(source).name
+    return None
+
+
+def _error_event(exc: Exception) -> Error:
+    if isinstance(exc, QwenVLError):
+        return Error(str(exc))
+    log.exception("Agent run failed")
+    return Error(f"The agent failed: {type(exc).__name__}: {exc}")
+
+
+def new_thread_id() -> str:
+    return uuid.uuid4().hex
+
+
+_default_assistants: dict[int, DocumentAssistant] = {}
+_default_lock = threading.Lock()
+
+
+def default_assistant(model: BaseChatModel | None = None) -> DocumentAssistant:
+    """One shared assistant per planner model (threads of module-level ``ask``/``stream`` live there)."""
+    with _default_lock:
+        key = id(model)
+        if key not in _default_assistants:
+            _default_assistants[key] = DocumentAssistant(model)
+        return _default_assistants[key]
+
+
+def ask(
+    question: str, images: Iterable[Any] = (), thread_id: str | None = None, *, model: BaseChatModel | None = None
+) -> AgentResult:
+    """Answer ``question`` about ``images`` (paths, bytes, PIL images, PDFs). Pass the returned
+    ``thread_id`` back to ask a follow-up about the same images."""
+    return default_assistant(model).ask(question, images, thread_id)
+
+
+def stream(
+    question: str, images: Iterable[Any] = (), thread_id: str | None = None, *, model: BaseChatModel | None = None
+) -> Iterator[Event]:
+    """Like ``ask``, yielding the typed events as they happen."""
+    return default_assistant(model).stream(question, images, thread_id)
+
+
+async def aask(
+    question: str, images: Iterable[Any] = (), thread_id: str | None = None, *, model: BaseChatModel | None = None
+) -> AgentResult:
+    return await default_assistant(model).aask(question, images, thread_id)
+
+
+def astream(
+    question: str, images: Iterable[Any] = (), thread_id: str | None = None, *, model: BaseChatModel | None = None
+) -> AsyncIterator[Event]:
+    return default_assistant(model).astream(question, images, thread_id)

@@ -1,0 +1,91 @@
+"""The document agent: LangChain's ``create_agent`` over the image tools, with a prompt for a small model
+and a bound on the number of steps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from langchain.agents import create_agent
+from langchain.agents.middleware import ModelCallLimitMiddleware
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage
+from langchain_core.tools import BaseTool
+
+from qwenvl_agent.tools import ImageStore, make_tools
+
+SYSTEM_PROMPT = """You answer questions about the user's images and documents. You cannot see them yourself: \
+you use tools, and every tool takes an image id such as img-1 or doc-1/page-2.
+
+How to work:
+1. Pick the tool that fits: ocr_image for text and numbers on documents (invoices, receipts, forms, pages); \
+read_chart for charts and graphs; describe_image for photos and scenes; zoom_image to look closer at small \
+print, then ocr_image on the new id.
+2. Read the tool's result. If a tool fails, read the error and try again with a fix (another id, another tool).
+3. When you have what you need, stop calling tools and answer.
+
+Your answer:
+- Answer in the language of the user's question.
+- Give the figures you used and say which step gave each one (for example: "total 1,500.00, from ocr_image \
+on img-1").
+- Do the arithmetic step by step when comparing numbers.
+- If the images do not contain the answer, say so plainly. Never invent a number."""
+
+LIMIT_MESSAGE = (
+    "I stopped after {steps} steps without reaching a final answer. Ask a narrower question (for example about "
+    "one image), or allow more steps (max_steps)."
+)
+
+
+class StepLimit(ModelCallLimitMiddleware):
+    """Ends a run after ``max_steps`` planner calls with a message a user understands."""
+
+    def __init__(self, max_steps: int):
+        super().__init__(run_limit=max_steps, exit_behavior="end")
+        self.max_steps = max_steps
+
+    def before_model(self, state, runtime) -> dict[str, Any] | None:
+        return self._explain(super().before_model(state, runtime))
+
+    async def abefore_model(self, state, runtime) -> dict[str, Any] | None:
+        return self._explain(await super().abefore_model(state, runtime))
+
+    def _explain(self, update: dict[str, Any] | None) -> dict[str, Any] | None:
+        if update and update.get("messages"):
+            text = LIMIT_MESSAGE.format(steps=self.max_steps)
+            update["messages"] = [AIMessage(content=text, response_metadata={"stopped_early": True})]
+        return update
+
+
+def build_agent(
+    model: BaseChatModel | None = None,
+    tools: Sequence[BaseTool] | None = None,
+    *,
+    store: ImageStore | None = None,
+    max_steps: int = 8,
+    vlm: BaseChatModel | None = None,
+    system_prompt: str = SYSTEM_PROMPT,
+    checkpointer: Any = None,
+):
+    """The compiled LangGraph agent (``invoke``/``stream`` with ``{"messages": [...]}``).
+
+    ``model`` is the planner, any tool-calling chat model; by default ``ChatQwenVL()``, which shares its loaded
+    weights with the tools. ``tools`` default to ``make_tools(vlm or model, store)``. ``max_steps`` bounds the
+    planner calls of one run.
+    """
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be at least 1, got {max_steps}")
+    if model is None:
+        from qwenvl_agent.vlm import ChatQwenVL
+
+        model = ChatQwenVL()
+    if tools is None:
+        tools = make_tools(vlm or model, store if store is not None else ImageStore())
+    # create_agent's own recursion limit is 10,000; the middleware is the real bound.
+    return create_agent(
+        model,
+        list(tools),
+        system_prompt=system_prompt,
+        middleware=[StepLimit(max_steps)],
+        checkpointer=checkpointer,
+    )

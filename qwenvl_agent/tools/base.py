@@ -1,0 +1,79 @@
+"""What every image tool shares: a chat model that sees images, the store of image ids, timing, errors.
+
+A tool returns ``(text for the planner, artifact)``; the artifact records the image ids it used and
+the seconds it took (and structured data where there is some), so front ends can show each step.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import HumanMessage
+from langchain_core.tools import BaseTool, ToolException
+from PIL import Image
+from pydantic import ConfigDict
+
+from qwenvl_agent.vlm.errors import QwenVLError
+
+from .store import ImageStore, UnknownImageError
+
+
+def image_block(image: Image.Image) -> dict[str, Any]:
+    """A standard LangChain image content block (PNG, lossless: small print must survive)."""
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return {"type": "image", "base64": base64.b64encode(buffer.getvalue()).decode(), "mime_type": "image/png"}
+
+
+class ImageTool(BaseTool):
+    """Base of the tools: subclasses implement ``_use`` and return ``(text, image_ids, data)``."""
+
+    vlm: BaseChatModel | None = None
+    store: ImageStore
+    max_image_tokens: int = 1024
+    max_tokens: int = 512
+    response_format: str = "content_and_artifact"
+    handle_tool_error: bool = True
+    handle_validation_error: bool = True
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    def _run(self, *args: Any, **kwargs: Any) -> tuple[str, dict[str, Any]]:
+        kwargs.pop("run_manager", None)
+        started = time.perf_counter()
+        try:
+            text, image_ids, data = self._use(**kwargs)
+        except UnknownImageError as exc:
+            raise ToolException(f"{str(exc).rstrip('.')}. Call the tool again with one of the known ids.") from exc
+        except (ValueError, QwenVLError) as exc:
+            raise ToolException(str(exc)) from exc
+        artifact = {"image_ids": image_ids, "seconds": round(time.perf_counter() - started, 3), "data": data}
+        return text, artifact
+
+    def _use(self, **kwargs: Any) -> tuple[str, list[str], dict[str, Any] | None]:
+        raise NotImplementedError
+
+    def look(self, image: Image.Image, instruction: str) -> str:
+        """Ask the vision model about one image and return its reply text."""
+        if self.vlm is None:
+            raise ToolException(f"{self.name} needs a vision chat model; build the tools with make_tools(vlm, store).")
+        message = HumanMessage(content=[image_block(image), {"type": "text", "text": instruction}])
+        try:
+            reply = self.vlm.invoke([message], **self._model_kwargs())
+        except QwenVLError:
+            raise
+        except Exception as exc:  # any provider's failure becomes a tool error the planner can read
+            raise ToolException(f"The vision model failed: {type(exc).__name__}: {exc}") from exc
+        return reply.text.strip()
+
+    def _model_kwargs(self) -> dict[str, Any]:
+        """Per-call budgets; only ChatQwenVL knows the image-token budget."""
+        from qwenvl_agent.vlm.chat_model import ChatQwenVL
+
+        if isinstance(self.vlm, ChatQwenVL):
+            return {"max_image_tokens": self.max_image_tokens, "max_tokens": self.max_tokens}
+        return {}

@@ -1,0 +1,36 @@
+"""``read_chart``: a chart as data (type, title, axes, series of numbers) and an answer to a question."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from .base import ImageTool
+from .chart_data import CHART_JSON_INSTRUCTIONS, ChartParseError, parse_chart_json
+
+
+class ChartArgs(BaseModel):
+    image_id: str = Field(description="Id of the image with the chart, for example img-2.")
+    question: str | None = Field(default=None, description="Optional question about the chart to answer.")
+
+
+class ChartTool(ImageTool):
+    name: str = "read_chart"
+    description: str = (
+        "Read a chart or graph (bar, line, pie). Returns its title, axes and every value as a table, and answers "
+        "the question if you give one. Use it for questions about numbers shown in a chart."
+    )
+    args_schema: type[BaseModel] = ChartArgs
+    max_image_tokens: int = 1024
+    max_tokens: int = 768
+
+    def _use(self, image_id: str, question: str | None = None):
+        image = self.store.get(image_id)
+        instruction = "Read this chart. " + CHART_JSON_INSTRUCTIONS
+        if question:
+            instruction += f"\nQuestion: {question}"
+        reply = self.look(image, instruction)
+        try:
+            chart = parse_chart_json(reply)
+        except ChartParseError as exc:
+            raise ValueError(f"Could not read a chart in {image_id}: {exc}") from exc
+        return chart.to_markdown(), [image_id.strip()], {"chart": chart.model_dump(), "rows": chart.to_rows()}

@@ -1,0 +1,30 @@
+"""``describe_image``: what an image shows — objects, people, scene, visible text in passing."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from .base import ImageTool
+
+
+class DescribeArgs(BaseModel):
+    image_id: str = Field(description="Id of the image to describe, for example img-1.")
+    focus: str | None = Field(default=None, description="Optional thing to pay attention to, for example 'the people'.")
+
+
+class DescribeTool(ImageTool):
+    name: str = "describe_image"
+    description: str = (
+        "Describe what an image shows: the scene, objects, people, colours and any notable details. Use it for "
+        "photos and pictures, or to find out what kind of document an image is."
+    )
+    args_schema: type[BaseModel] = DescribeArgs
+    max_image_tokens: int = 768
+    max_tokens: int = 384
+
+    def _use(self, image_id: str, focus: str | None = None):
+        image = self.store.get(image_id)
+        instruction = "Describe this image in a few sentences: the scene, the main objects and what is happening."
+        if focus:
+            instruction += f" Pay special attention to: {focus}."
+        return self.look(image, instruction), [image_id.strip()], None

@@ -1,0 +1,51 @@
+"""``zoom_image``: crop a region and register it under a new id, so small print can be re-read up close."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, Field
+
+from .base import ImageTool
+
+
+def _as_box(value):
+    """Small models write boxes as lists, strings ("[10, 20, 300, 400]") or dicts; accept all of them."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?", text)]
+    if isinstance(value, dict):
+        value = [value.get(k) for k in ("x1", "y1", "x2", "y2")]
+    return value
+
+
+Box = Annotated[list[float], BeforeValidator(_as_box), Field(min_length=4, max_length=4)]
+
+
+class ZoomArgs(BaseModel):
+    image_id: str = Field(description="Id of the image to zoom into, for example img-1 or doc-1/page-1.")
+    box: Box = Field(
+        description="Region [x1, y1, x2, y2] from 0 to 1000: (0, 0) is the top left corner, (1000, 1000) the "
+        "bottom right. Example: [500, 0, 1000, 500] is the top right quarter."
+    )
+
+
+class ZoomTool(ImageTool):
+    name: str = "zoom_image"
+    description: str = (
+        "Zoom into a region of an image to see small print better. Returns the id of the zoomed image; then call "
+        "ocr_image or describe_image with that new id."
+    )
+    args_schema: type[BaseModel] = ZoomArgs
+
+    def _use(self, image_id: str, box: list[float]):
+        crop_id = self.store.add_crop(image_id, box)
+        info = self.store.info(crop_id)
+        width, height = info.size
+        text = f"Zoomed image saved as {crop_id} ({width}x{height} px). Read it with ocr_image or describe_image."
+        return text, [info.parent, crop_id], {"box": list(info.box), "parent": info.parent}
