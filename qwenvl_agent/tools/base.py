@@ -15,7 +15,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage
 from langchain_core.tools import BaseTool, ToolException
 from PIL import Image
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Field, ValidationError
 
 from qwenvl_agent.vlm.errors import QwenVLError
 
@@ -29,6 +29,15 @@ def image_block(image: Image.Image) -> dict[str, Any]:
     return {"type": "image", "base64": base64.b64encode(buffer.getvalue()).decode(), "mime_type": "image/png"}
 
 
+def explain_validation_error(error: ValidationError) -> str:
+    """Name each wrong argument and why, so a small model can correct its next call."""
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item.get("loc", ())) or "arguments"
+        problems.append(f"{where}: {item.get('msg', 'invalid')}")
+    return "Invalid arguments: " + "; ".join(problems) + ". Fix them and call the tool again."
+
+
 class ImageTool(BaseTool):
     """Base of the tools: subclasses implement ``_use`` and return ``(text, image_ids, data)``."""
 
@@ -38,7 +47,7 @@ class ImageTool(BaseTool):
     max_tokens: int = 512
     response_format: str = "content_and_artifact"
     handle_tool_error: bool = True
-    handle_validation_error: bool = True
+    handle_validation_error: Any = Field(default_factory=lambda: explain_validation_error)
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 

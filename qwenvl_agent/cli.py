@@ -1,0 +1,200 @@
+"""The ``qwenvl`` command: ``ask`` questions about files, ``ui`` opens the assistant page, ``download`` the weights."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from .vlm.runtime import DEFAULT_MODEL, DTYPES
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qwenvl", description="Qwen3-VL on a CPU: document questions, tools, agent.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    ask = commands.add_parser("ask", help="answer a question about images and PDFs")
+    ask.add_argument("files", nargs="+", help="images (png, jpg, webp, …) or PDFs")
+    ask.add_argument("-q", "--question", required=True, help="what you want to know")
+    _model_options(ask)
+    ask.add_argument("--max-steps", type=int, default=8, help="most planner steps (default 8)")
+    ask.add_argument("--json", action="store_true", help="print the result as JSON instead of the steps")
+    ask.set_defaults(run=_ask)
+
+    ui = commands.add_parser("ui", help="open the Streamlit assistant page")
+    _model_options(ui)
+    ui.add_argument("--port", type=int, default=8501)
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    ui.set_defaults(run=_ui)
+
+    download = commands.add_parser("download", help="download the weights into the Hugging Face cache")
+    download.add_argument("model", nargs="?", default=DEFAULT_MODEL)
+    download.add_argument("--revision")
+    download.set_defaults(run=_download)
+    return parser
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=os.environ.get("QWENVL_MODEL", DEFAULT_MODEL), help="hub id or local folder")
+    parser.add_argument("--dtype", default="auto", choices=DTYPES)
+    parser.add_argument("--max-image-tokens", type=int, default=None, help="visual tokens per image at most")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="longest planner reply in tokens")
+
+
+def _ask(args: argparse.Namespace) -> int:
+    from .agent import AgentError, DocumentAssistant
+    from .agent.api import new_thread_id
+    from .vlm import ChatQwenVL, QwenVLError
+
+    missing = [f for f in args.files if not Path(f).is_file()]
+    if missing:
+        print(f"error: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    settings: dict[str, Any] = {"model": args.model, "dtype": args.dtype}
+    if args.max_image_tokens:
+        settings["max_image_tokens"] = args.max_image_tokens
+    if args.max_new_tokens:
+        settings["max_tokens"] = args.max_new_tokens
+    model = ChatQwenVL(**settings)
+    assistant = DocumentAssistant(model, max_steps=args.max_steps)
+    thread_id = new_thread_id()
+    try:
+        for path in args.files:
+            _status(f"Adding {path}")
+            assistant.add_images([Path(path)], thread_id, progress=_page_progress(path))
+        _status(f"Loading {args.model} …")
+        _ = model.runtime  # load before the run, so a missing model is reported as such
+    except (QwenVLError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    printer = _JsonCollector() if args.json else _StepPrinter()
+    for event in assistant.stream(args.question, thread_id=thread_id):
+        printer.show(event)
+    return printer.finish(assistant.store(thread_id))
+
+
+def _status(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _page_progress(path: str):
+    def progress(done: int, total: int) -> None:
+        print(f"\r  rendering {Path(path).name}: page {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+    return progress
+
+
+class _StepPrinter:
+    """Prints each step as it happens, then the answer."""
+
+    def __init__(self) -> None:
+        self.failed = False
+
+    def show(self, event) -> None:
+        from .agent import Answer, Error, StepStarted, ToolCall, ToolResult
+
+        if isinstance(event, StepStarted):
+            _status(f"[step {event.step}] thinking …")
+        elif isinstance(event, ToolCall):
+            print(f"[step {event.step}] {event.name}({json.dumps(event.args, ensure_ascii=False)})", flush=True)
+        elif isinstance(event, ToolResult):
+            mark = "error" if event.is_error else f"{event.seconds:.1f}s"
+            print(f"  -> ({mark}) {_indent(event.output)}", flush=True)
+        elif isinstance(event, Answer):
+            print(f"\nAnswer: {event.text}", flush=True)
+        elif isinstance(event, Error):
+            self.failed = True
+            print(f"error: {event.message}", file=sys.stderr, flush=True)
+
+    def finish(self, store) -> int:
+        return 1 if self.failed else 0
+
+
+class _JsonCollector:
+    """Collects the run and prints one JSON document at the end."""
+
+    def __init__(self) -> None:
+        self.answer = None
+        self.error = None
+
+    def show(self, event) -> None:
+        from .agent import Answer, Error
+
+        if isinstance(event, Answer):
+            self.answer = event
+        elif isinstance(event, Error):
+            self.error = event.message
+
+    def finish(self, store) -> int:
+        from dataclasses import asdict
+
+        document = {
+            "answer": self.answer.text if self.answer else None,
+            "steps": [asdict(step) for step in self.answer.steps] if self.answer else [],
+            "stopped_early": bool(self.answer and self.answer.stopped_early),
+            "images": {image_id: store.info(image_id).label for image_id in store.ids()},
+            "error": self.error,
+        }
+        print(json.dumps(document, ensure_ascii=False, indent=2))
+        return 1 if self.error else 0
+
+
+def _indent(text: str, limit: int = 2000) -> str:
+    text = text if len(text) <= limit else text[:limit] + " …"
+    return text.replace("\n", "\n     ")
+
+
+def _ui(args: argparse.Namespace) -> int:
+    try:
+        import streamlit  # noqa: F401
+    except ImportError:
+        print("error: the page needs Streamlit: pip install 'qwenvl-agent[ui]'", file=sys.stderr)
+        return 2
+    app = Path(__file__).parent / "ui" / "app.py"
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(app),
+        "--server.port", str(args.port),
+        "--server.address", args.host,
+        "--server.headless", "true",
+        "--browser.gatherUsageStats", "false",
+        "--",
+        "--model", args.model,
+        "--dtype", args.dtype,
+    ]
+    if args.max_image_tokens:
+        command += ["--max-image-tokens", str(args.max_image_tokens)]
+    if args.max_new_tokens:
+        command += ["--max-new-tokens", str(args.max_new_tokens)]
+    print(f"Opening the assistant at http://{args.host}:{args.port}", file=sys.stderr, flush=True)
+    return subprocess.call(command)
+
+
+def _download(args: argparse.Namespace) -> int:
+    from .vlm.errors import ModelNotAvailableError
+    from .vlm.runtime import resolve_model_path
+
+    try:
+        path = resolve_model_path(args.model, args.revision)
+    except ModelNotAvailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.model} is ready in {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
