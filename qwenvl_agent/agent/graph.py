@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from langchain.agents import create_agent
-from langchain.agents.middleware import ModelCallLimitMiddleware
+from langchain.agents.middleware import ModelCallLimitMiddleware, hook_config
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage
 from langchain_core.tools import BaseTool
@@ -44,9 +44,11 @@ class StepLimit(ModelCallLimitMiddleware):
         super().__init__(run_limit=max_steps, exit_behavior="end")
         self.max_steps = max_steps
 
+    @hook_config(can_jump_to=["end"])
     def before_model(self, state, runtime) -> dict[str, Any] | None:
         return self._explain(super().before_model(state, runtime))
 
+    @hook_config(can_jump_to=["end"])
     async def abefore_model(self, state, runtime) -> dict[str, Any] | None:
         return self._explain(await super().abefore_model(state, runtime))
 

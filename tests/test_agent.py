@@ -1,0 +1,188 @@
+"""The document agent with a scripted planner; the tools under it run the real vision path (tiny checkpoint)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from documents import draw_bar_chart, draw_invoice, draw_text_image
+from langchain_core.messages import HumanMessage
+from planner import ScriptedPlanner, call
+
+from qwenvl_agent.agent import (
+    AgentError,
+    Answer,
+    DocumentAssistant,
+    Error,
+    StepStarted,
+    ToolCall,
+    ToolResult,
+    build_agent,
+)
+from qwenvl_agent.tools import ImageStore
+from qwenvl_agent.vlm import ChatQwenVL
+from qwenvl_agent.vlm.testing import scripted_replies
+
+OCR_TEXT = "INVOICE No. 12345678\nDate: 2026-03-14\nTotal: 1,500.00"
+CHART_JSON = '{"chart_type": "bar", "categories": ["Q1", "Q2", "Q3", "Q4"], "series": [{"name": "sales (M)", "values": [0.8, 0.9, 1.2, 1.0]}], "answer": "Q3"}'
+FINAL = "The invoice total is 1,500.00 (ocr_image on img-1). The best quarter is Q3 with 1.2M (read_chart on img-2), so the total is smaller."
+
+
+@pytest.fixture
+def vlm(tiny_model):
+    return ChatQwenVL(model=tiny_model, max_tokens=16)
+
+
+def assistant_with(vlm, script, **kwargs) -> tuple[DocumentAssistant, ScriptedPlanner]:
+    planner = ScriptedPlanner(script=script, **{k: kwargs.pop(k) for k in ("loop",) if k in kwargs})
+    return DocumentAssistant(planner, vlm=vlm, **kwargs), planner
+
+
+def test_invoice_and_chart_question_runs_ocr_then_chart_then_answers(tiny_runtime, vlm):
+    assistant, planner = assistant_with(
+        vlm,
+        [[call("ocr_image", image_id="img-1")], [call("read_chart", image_id="img-2", question="Best quarter?")], FINAL],
+    )
+    question = "What is the invoice total, and is it more than the best quarter in this chart?"
+    with scripted_replies(tiny_runtime, [OCR_TEXT, CHART_JSON]) as left:
+        events = list(assistant.stream(question, [draw_invoice(), draw_bar_chart()], thread_id="t1"))
+    assert left == []
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == ["StepStarted", "ToolCall", "ToolResult", "StepStarted", "ToolCall", "ToolResult", "StepStarted", "Answer"]
+    calls = [e for e in events if isinstance(e, ToolCall)]
+    assert [(c.name, c.args["image_id"], c.step) for c in calls] == [("ocr_image", "img-1", 1), ("read_chart", "img-2", 2)]
+    results = [e for e in events if isinstance(e, ToolResult)]
+    assert results[0].output == OCR_TEXT and results[0].image_ids == ["img-1"] and results[0].seconds > 0
+    assert "| Q3 | 1.2 |" in results[1].output.replace("  ", " ") and results[1].data["rows"][2]["category"] == "Q3"
+    answer = events[-1]
+    assert isinstance(answer, Answer) and answer.text == FINAL
+    assert [s.tool for s in answer.steps] == ["ocr_image", "read_chart"]
+    # The planner saw ids and labels, never pixels
+    first_prompt = planner.seen[0][-1]
+    assert isinstance(first_prompt, HumanMessage) and isinstance(first_prompt.content, str)
+    assert "img-1" in first_prompt.content and "img-2" in first_prompt.content
+    assert set(planner.bound_tools) == {"ocr_image", "read_chart", "describe_image", "zoom_image"}
+
+
+def test_ask_returns_agent_result_with_steps_and_store(tiny_runtime, vlm):
+    assistant, _ = assistant_with(vlm, [[call("ocr_image", image_id="img-1")], "Total: 1,500.00"])
+    with scripted_replies(tiny_runtime, [OCR_TEXT]):
+        result = assistant.ask("What is the total?", [draw_invoice()])
+    assert result.answer == "Total: 1,500.00"
+    assert [(s.tool, s.args, s.output) for s in result.steps] == [("ocr_image", {"image_id": "img-1"}, OCR_TEXT)]
+    assert result.store.ids() == ["img-1"] and result.thread_id and not result.stopped_early
+
+
+def test_a_tool_error_is_recovered_from(tiny_runtime, vlm):
+    assistant, planner = assistant_with(
+        vlm, [[call("ocr_image", image_id="img-3")], [call("ocr_image", image_id="img-1")], "Total: 1,500.00"]
+    )
+    with scripted_replies(tiny_runtime, [OCR_TEXT]):
+        result = assistant.ask("What is the total?", [draw_invoice()])
+    failed, recovered = result.steps
+    assert failed.is_error and "No image 'img-3'" in failed.output and "img-1" in failed.output
+    assert not recovered.is_error and recovered.output == OCR_TEXT
+    assert "No image 'img-3'" in planner.seen[1][-1].content  # the planner read the error
+    assert result.answer == "Total: 1,500.00"
+
+
+def test_the_step_limit_ends_a_looping_planner_with_a_clear_message(tiny_runtime, vlm):
+    assistant, _ = assistant_with(vlm, [[call("zoom_image", image_id="img-1", box=[0, 0, 500, 500])]], loop=True, max_steps=3)
+    result = assistant.ask("Look closer, forever.", [draw_invoice()])
+    assert result.stopped_early
+    assert "stopped after 3 steps" in result.answer and "max_steps" in result.answer
+    assert len(result.steps) == 3
+
+
+def test_a_follow_up_in_the_same_thread_sees_the_earlier_images_and_answer(tiny_runtime, vlm):
+    assistant, planner = assistant_with(
+        vlm, ["It is an invoice.", [call("read_chart", image_id="img-2")], "Q3 is the best quarter."]
+    )
+    first = assistant.ask("What is this?", [draw_invoice(), draw_bar_chart()], thread_id="conv")
+    assert first.answer == "It is an invoice."
+    with scripted_replies(tiny_runtime, [CHART_JSON]):
+        second = assistant.ask("And which quarter was best in the chart?", thread_id="conv")
+    assert second.answer == "Q3 is the best quarter." and second.steps[0].image_ids == ["img-2"]
+    follow_up_prompt = planner.seen[1]
+    texts = [m.text for m in follow_up_prompt]
+    assert any("What is this?" in t for t in texts) and "It is an invoice." in texts
+    assert "img-2" in follow_up_prompt[-1].content
+    other = assistant.store("another-thread")
+    assert len(other) == 0  # conversations do not share images
+
+
+def test_a_pdf_goes_in_as_pages(tiny_runtime, vlm, tmp_path):
+    pdf = tmp_path / "report.pdf"
+    page1 = draw_text_image(["Report", "Page one"], size=(400, 560))
+    page1.save(pdf, save_all=True, append_images=[draw_invoice().resize((400, 560))])
+    assistant, planner = assistant_with(vlm, [[call("ocr_image", image_id="doc-1/page-2")], "1,500.00"])
+    with scripted_replies(tiny_runtime, [OCR_TEXT]):
+        result = assistant.ask("What is the total on page 2?", [pdf])
+    assert result.store.ids() == ["doc-1/page-1", "doc-1/page-2"]
+    assert "report.pdf" in planner.seen[0][-1].content
+    assert result.steps[0].image_ids == ["doc-1/page-2"] and result.steps[0].output == OCR_TEXT
+
+
+def test_zoom_then_read_the_crop(tiny_runtime, vlm):
+    assistant, _ = assistant_with(
+        vlm,
+        [[call("zoom_image", image_id="img-1", box=[0, 600, 1000, 1000])], [call("ocr_image", image_id="img-1/zoom-1")], "1,500.00"],
+    )
+    with scripted_replies(tiny_runtime, ["Total: 1,500.00"]):
+        result = assistant.ask("Read the small print at the bottom.", [draw_invoice()])
+    zoom, ocr = result.steps
+    assert zoom.image_ids == ["img-1", "img-1/zoom-1"] and zoom.data["box"] == [0, 600, 1000, 1000]
+    assert ocr.image_ids == ["img-1/zoom-1"] and ocr.output == "Total: 1,500.00"
+
+
+def test_errors_arrive_as_error_events(vlm):
+    assistant, _ = assistant_with(vlm, ["unused"])
+    assert isinstance(list(assistant.stream("   "))[-1], Error)
+    events = list(assistant.stream("Read it", [b"not an image"]))
+    assert len(events) == 1 and isinstance(events[0], Error) and "not an image file" in events[0].message
+    with pytest.raises(AgentError, match="not an image file"):
+        assistant.ask("Read it", [b"not an image"])
+
+
+async def test_async_twins(tiny_runtime, vlm):
+    assistant, _ = assistant_with(vlm, [[call("describe_image", image_id="img-1")], "A chart."])
+    with scripted_replies(tiny_runtime, ["Four blue bars."]):
+        events = [e async for e in assistant.astream("What is it?", [draw_bar_chart()], thread_id="a")]
+    assert isinstance(events[0], StepStarted) and isinstance(events[-1], Answer)
+    assert events[-1].steps[0].output == "Four blue bars."
+    result = await assistant.aask("And now?", thread_id="a")
+    assert result.answer == "A chart."
+
+
+def test_build_agent_is_a_langgraph_graph_with_a_step_bound(tiny_runtime, vlm):
+    store = ImageStore()
+    store.add(draw_invoice())
+    planner = ScriptedPlanner(script=[[call("ocr_image", image_id="img-1")], "done"])
+    graph = build_agent(planner, store=store, vlm=vlm, max_steps=4)
+    with scripted_replies(tiny_runtime, [OCR_TEXT]):
+        state = graph.invoke({"messages": [HumanMessage("Read img-1")]})
+    assert [m.type for m in state["messages"]] == ["human", "ai", "tool", "ai"]
+    assert state["messages"][2].content == OCR_TEXT and state["messages"][-1].content == "done"
+
+
+def test_default_planner_is_chatqwenvl_sharing_the_tools_runtime(tiny_model):
+    assistant = DocumentAssistant(ChatQwenVL(model=tiny_model, max_tokens=8))
+    result = assistant.ask("What does it show?", [draw_bar_chart()])
+    assert isinstance(result.answer, str)  # random text from the tiny model, but a full run
+    assert assistant.vlm is assistant.model
+
+
+def test_cli_ask_end_to_end_in_a_subprocess(tiny_model, tmp_path):
+    image = tmp_path / "invoice.png"
+    draw_invoice().save(image)
+    command = [sys.executable, "-m", "qwenvl_agent.cli", "ask", str(image), "-q", "What is the total?", "--model", tiny_model, "--max-new-tokens", "12", "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert isinstance(result["answer"], str) and result["images"] == {"img-1": "invoice.png"} and result["error"] is None
+    plain = subprocess.run(command[:-1], capture_output=True, text=True, timeout=300)
+    assert plain.returncode == 0 and "Answer:" in plain.stdout and "[step 1]" in plain.stderr
+    missing = subprocess.run([*command[:3], "ask", str(tmp_path / "nope.png"), "-q", "x"], capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "no such file" in missing.stderr
