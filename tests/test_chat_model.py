@@ -54,6 +54,8 @@ def test_every_image_form_is_accepted(llm, tmp_path):
         {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}},
         {"type": "image_url", "image_url": {"url": path.as_uri()}},
         {"type": "image", "source_type": "base64", "data": data, "mime_type": "image/png"},
+        {"type": "image", "image": draw_text_image(["hello"], size=(96, 64))},
+        {"type": "image", "image": str(path)},
     ]
     counts = {image_tokens(llm, [{"type": "text", "text": "Read it."}, form]) for form in forms}
     # 96x64 px is below the minimum budget, so every form becomes the same handful of visual tokens

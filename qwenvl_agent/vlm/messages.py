@@ -57,17 +57,9 @@ def _content(message: BaseMessage, images: list[Any], allow_remote: bool, where:
         elif kind == "image":
             images.append(_image(block, allow_remote, where))
             parts.append(dict(IMAGE_PLACEHOLDER))
-        elif kind == "non_standard" and _is_raw_image(block.get("value")):
-            images.append(load_image(block["value"]["image"], allow_remote=allow_remote))
-            parts.append(dict(IMAGE_PLACEHOLDER))
         else:
             raise ImageInputError(f"{where} has a '{kind}' content block; ChatQwenVL accepts text and images.")
     return parts
-
-
-def _is_raw_image(value: Any) -> bool:
-    """``{"type": "image", "image": <PIL image | path | bytes>}``, the form the Qwen processor documents."""
-    return isinstance(value, dict) and value.get("type") == "image" and "image" in value
 
 
 def _image(block: dict[str, Any], allow_remote: bool, where: str):
@@ -78,6 +70,8 @@ def _image(block: dict[str, Any], allow_remote: bool, where: str):
             return load_image(block["url"], allow_remote=allow_remote)
         if block.get("path"):
             return load_image(str(block["path"]))
+        if block.get("image") is not None:  # the Qwen processor's own form: a PIL image, path or bytes
+            return load_image(block["image"], allow_remote=allow_remote)
     except ImageInputError as exc:
         raise ImageInputError(f"{where}: {exc}") from exc
     raise ImageInputError(f"{where} has an image block without 'url' or 'base64' data (file ids are not supported).")
