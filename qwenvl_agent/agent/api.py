@@ -95,13 +95,11 @@ class DocumentAssistant:
 
     def stream(self, question: str, images: Iterable[Any] = (), thread_id: str | None = None) -> Iterator[Event]:
         """Run the agent and yield its events; the last is an ``Answer`` or an ``Error``."""
-        thread_id = thread_id or new_thread_id()
-        try:
-            conversation, inputs, config = self._start(question, images, thread_id)
-        except (QwenVLError, ValueError) as exc:
-            yield Error(str(exc))
+        run = self._begin(question, images, thread_id)
+        if isinstance(run, Error):
+            yield run
             return
-        builder = _EventBuilder(conversation.store)
+        conversation, inputs, config, builder = run
         with conversation.lock:  # one run at a time per conversation keeps its memory in order
             yield StepStarted(1)
             try:
@@ -115,13 +113,11 @@ class DocumentAssistant:
         self, question: str, images: Iterable[Any] = (), thread_id: str | None = None
     ) -> AsyncIterator[Event]:
         """``stream`` for asyncio: the model runs in worker threads, the event loop stays free."""
-        thread_id = thread_id or new_thread_id()
-        try:
-            conversation, inputs, config = self._start(question, images, thread_id)
-        except (QwenVLError, ValueError) as exc:
-            yield Error(str(exc))
+        run = self._begin(question, images, thread_id)
+        if isinstance(run, Error):
+            yield run
             return
-        builder = _EventBuilder(conversation.store)
+        conversation, inputs, config, builder = run
         yield StepStarted(1)
         try:
             async for mode, chunk in conversation.graph.astream(inputs, config, stream_mode=_STREAM_MODES):
@@ -150,14 +146,19 @@ class DocumentAssistant:
                 return AgentResult(event.text, event.steps, self.store(thread_id), thread_id, event.stopped_early)
         raise AgentError("The agent ended without an answer.")
 
-    def _start(self, question: str, images: Iterable[Any], thread_id: str):
+    def _begin(self, question: str, images: Iterable[Any], thread_id: str | None):
+        """Check the question, add the images, and return what a run needs, or the ``Error`` that stops it."""
         if not question or not question.strip():
-            raise ValueError("The question is empty: type what you want to know about the images.")
+            return Error("The question is empty: type what you want to know about the images.")
+        thread_id = thread_id or new_thread_id()
         conversation = self._conversation(thread_id)
-        self.add_images(images, thread_id)
+        try:
+            self.add_images(images, thread_id)
+        except (QwenVLError, ValueError) as exc:
+            return Error(str(exc))
         message = HumanMessage(content=_question_text(question.strip(), conversation.store))
         config = {"configurable": {"thread_id": thread_id}, "recursion_limit": 4 * self.max_steps + 10}
-        return conversation, {"messages": [message]}, config
+        return conversation, {"messages": [message]}, config, _EventBuilder(conversation.store)
 
     def _conversation(self, thread_id: str) -> _Conversation:
         with self._lock:

@@ -157,7 +157,7 @@ class ChatQwenVL(BaseChatModel):
         prompt, settings = self._request(messages, stop, kwargs)
         splitter = ToolCallSplitter()
         calls = 0
-        stats: GenerationStats | None = None
+        stats = None
 
         def emit(parts: list[str | ParsedCall]):
             nonlocal calls
@@ -182,10 +182,8 @@ class ChatQwenVL(BaseChatModel):
         yield from emit(splitter.finish())
         yield self._last_chunk(stats, kwargs.get("model", self.model), has_calls=calls > 0), None
 
-    def _last_chunk(self, stats: GenerationStats | None, model: str, has_calls: bool) -> ChatGenerationChunk:
-        reason = stats.finish_reason if stats else "stop"
-        if has_calls and reason == "stop":
-            reason = "tool_calls"
+    def _last_chunk(self, stats: GenerationStats, model: str, has_calls: bool) -> ChatGenerationChunk:
+        reason = "tool_calls" if has_calls and stats.finish_reason == "stop" else stats.finish_reason
         message = AIMessageChunk(
             content="",
             chunk_position="last",
@@ -193,14 +191,12 @@ class ChatQwenVL(BaseChatModel):
                 "input_tokens": stats.input_tokens,
                 "output_tokens": stats.output_tokens,
                 "total_tokens": stats.input_tokens + stats.output_tokens,
-            }
-            if stats
-            else None,
+            },
             response_metadata={
                 "model_name": model,
                 "model_provider": "qwenvl",
                 "finish_reason": reason,
-                "generation_seconds": round(stats.seconds, 3) if stats else None,
+                "generation_seconds": round(stats.seconds, 3),
             },
         )
         return ChatGenerationChunk(message=message, generation_info={"finish_reason": reason})
