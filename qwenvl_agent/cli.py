@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     _model_options(ui)
     ui.add_argument("--port", type=int, default=8501)
     ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    ui.add_argument("--max-steps", type=int, default=8, help="most planner steps (default 8)")
     ui.set_defaults(run=_ui)
 
     download = commands.add_parser("download", help="download the weights into the Hugging Face cache")
@@ -171,9 +172,11 @@ def _ui(args: argparse.Namespace) -> int:
         "--server.address", args.host,
         "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "minimal",
         "--",
         "--model", args.model,
         "--dtype", args.dtype,
+        "--max-steps", str(args.max_steps),
     ]
     if args.max_image_tokens:
         command += ["--max-image-tokens", str(args.max_image_tokens)]

@@ -1,0 +1,384 @@
+"""The assistant page: give images and PDFs, ask, watch the agent's steps, read the answer.
+
+Started by ``qwenvl ui [--model M] [--port P] [--dtype D]``, which runs
+``streamlit run app.py -- --model M --dtype D``. The model is loaded once per process and shared by every
+browser session; each session has its own conversation in ``st.session_state``. The agent's events are
+drawn here, in the script thread, as they arrive; no tool ever calls Streamlit.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import streamlit as st
+
+from qwenvl_agent.agent import Answer, AnswerToken, Error, Event, StepStarted, ToolCall, ToolResult
+from qwenvl_agent.tools import ImageStore
+from qwenvl_agent.ui import render, state
+from qwenvl_agent.ui.render import Picture, StepView, Turn
+from qwenvl_agent.vlm import VLMRuntime
+from qwenvl_agent.vlm.errors import ImageInputError, ModelNotAvailableError
+from qwenvl_agent.vlm.runtime import DTYPES, resolve_dtype
+
+log = logging.getLogger("qwenvl_agent.ui")
+
+MODEL_HINT = "Change **Model** in the sidebar, or start the page with `qwenvl ui --model <hub id or folder>`."
+
+
+def main() -> None:
+    st.set_page_config(page_title="qwenvl assistant", page_icon=":material/document_scanner:")
+    conversation = state.conversation()
+    settings = sidebar_settings(state.launch_settings())
+    uploads = sidebar_uploader()
+
+    st.title("Document assistant")
+    st.caption("Ask about invoices, receipts, forms, charts and photos: attach images or PDFs to a message.")
+    runtime = load_model(settings)
+    gallery = st.sidebar.empty()
+    if runtime is not None:
+        conversation.use(settings)
+        add_sidebar_files(conversation, uploads)
+        show_gallery(conversation, gallery)
+        show_busy(runtime)
+
+    for turn in conversation.turns:
+        render.show_turn(turn)
+
+    prompt = st.chat_input(
+        "Ask about your images or PDFs" if runtime is not None else "Load a model first (see the sidebar)",
+        key="question",
+        accept_file="multiple",
+        file_type=state.FILE_TYPES,
+        max_upload_size=state.MAX_UPLOAD_MB,
+        submit_mode="disable",
+        disabled=runtime is None,
+    )
+    if prompt and runtime is not None:
+        ask(conversation, runtime, prompt.text, prompt.files)
+        show_gallery(conversation, gallery)  # with the files that came with the question
+
+
+# The sidebar
+
+
+def sidebar_settings(launch: state.Settings) -> state.Settings:
+    with st.sidebar:
+        st.header("Settings")
+        model = st.text_input(
+            "Model", value=launch.model, key="model", help="A Hugging Face hub id, or the folder of a checkpoint."
+        )
+        dtype = st.selectbox(
+            "dtype",
+            DTYPES,
+            index=DTYPES.index(launch_dtype(launch.dtype)),
+            key="dtype",
+            help="auto: bfloat16 on CPUs with AMX-BF16 or AVX512-BF16 (about 3x faster there), else float32.",
+        )
+        budget = st.number_input(
+            "Image budget (visual tokens per image)",
+            min_value=64,
+            max_value=16384,
+            value=launch.max_image_tokens,
+            step=64,
+            key="image_budget",
+            help="One token per 32x32 pixels, so 1024 is about one megapixel; larger images are scaled down.",
+        )
+        tokens = st.number_input(
+            "Max new tokens", min_value=16, max_value=8192, value=launch.max_new_tokens, step=16, key="max_new_tokens"
+        )
+        steps = st.number_input(
+            "Max agent steps", min_value=1, max_value=30, value=launch.max_steps, key="max_steps"
+        )
+        st.caption("A changed setting restarts the assistant's memory of the conversation; your files stay.")
+        st.button("Clear conversation", on_click=state.clear_conversation, icon=":material/delete:", width="stretch")
+    return state.Settings(model.strip(), dtype, int(budget), int(tokens), int(steps))
+
+
+def launch_dtype(dtype: str) -> str:
+    """The launch dtype as one of the sidebar's choices ("bf16" is "bfloat16"); "auto" if it is unknown."""
+    if dtype in DTYPES:
+        return dtype
+    try:
+        return resolve_dtype(dtype)
+    except ValueError as exc:
+        st.sidebar.error(f"{exc} Using auto.")
+        return "auto"
+
+
+def sidebar_uploader() -> list[Any]:
+    with st.sidebar:
+        st.header("Files")
+        return st.file_uploader(
+            "Images or PDFs",
+            type=state.FILE_TYPES,
+            accept_multiple_files=True,
+            max_upload_size=state.MAX_UPLOAD_MB,
+            key=f"uploader-{st.session_state.get('uploader_round', 0)}",
+            help="Added to the conversation at once; the next question can use them.",
+        ) or []
+
+
+def add_sidebar_files(conversation: state.Conversation, files: list[Any]) -> None:
+    """Add the uploader's new files; a file that cannot be used shows its error while it is listed."""
+    for file in files:
+        if file.file_id not in conversation.sidebar_files:
+            try:
+                conversation.unshown_ids += add_upload(conversation, file, st.sidebar)
+                conversation.sidebar_files[file.file_id] = None
+            except ImageInputError as exc:
+                conversation.sidebar_files[file.file_id] = str(exc)
+        error = conversation.sidebar_files[file.file_id]
+        if error:
+            st.sidebar.error(error)
+
+
+def add_upload(conversation: state.Conversation, file: Any, where: Any) -> list[str]:
+    """Add one uploaded file, showing a progress bar in ``where`` while a PDF's pages are rendered."""
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        bar = bar or where.progress(0.0)
+        bar.progress(done / total, text=f"Rendering page {done} of {total}")
+
+    try:
+        return conversation.add_file(file.name, file.getvalue(), progress)
+    finally:
+        if bar is not None:
+            bar.empty()
+
+
+def show_gallery(conversation: state.Conversation, slot: Any) -> None:
+    """Thumbnails of every image, PDF page and crop in the conversation, by id."""
+    ids = conversation.store.ids()
+    if ids:
+        with slot.container(), st.expander(f"In this conversation ({len(ids)})", expanded=len(ids) <= 12):
+            st.image([conversation.thumbnail(i) for i in ids], caption=ids, width=100)
+
+
+# The model
+
+
+def load_model(settings: state.Settings) -> VLMRuntime | None:
+    """The shared model, loaded now if no session has loaded it yet; None (and an error shown) if it cannot be."""
+    if not settings.model:
+        st.error(f"No model is chosen. {MODEL_HINT}")
+        return None
+    status = None
+    try:
+        if state.is_loaded(settings):
+            return state.shared_runtime(settings.model, settings.dtype)
+        started = time.perf_counter()
+        status = st.status(f"Loading {settings.model}…", expanded=True)
+        with status:
+            st.write("Looking for the checkpoint: a local folder, or the Hugging Face cache (downloading it if it "
+                     "is missing; the terminal shows the download).")
+            path = state.locate_model(settings.model)
+            st.write(f"Reading the weights from `{path}`; the 2B model takes about a minute.")
+            runtime = state.shared_runtime(settings.model, settings.dtype)
+        seconds = time.perf_counter() - started
+        status.update(label=f"Loaded {settings.model} ({runtime.dtype}) in {seconds:.0f} s", expanded=False)
+        return runtime
+    except Exception as exc:  # noqa: BLE001 - missing, broken, out of memory…: a message, never a traceback
+        if status is not None:
+            status.update(label=f"Could not load {settings.model}", state="error", expanded=False)
+        st.error(_load_failure(settings.model, exc))
+        return None
+
+
+def _load_failure(model: str, exc: Exception) -> str:
+    if isinstance(exc, ModelNotAvailableError):
+        return f"{exc}\n\n{MODEL_HINT}"
+    if isinstance(exc, ValueError):  # a dtype the sidebar does not offer
+        return str(exc)
+    log.error("Loading %s failed", model, exc_info=exc)
+    return f"Could not load {model}: {type(exc).__name__}: {exc}\n\n{MODEL_HINT}"
+
+
+def show_busy(runtime: VLMRuntime) -> None:
+    gate = runtime.gate
+    if gate.busy:
+        st.info(
+            f"The model is answering another request ({gate.waiting} more waiting). "
+            "A question you send now waits for its turn.",
+            icon=":material/hourglass_top:",
+        )
+
+
+# One question and its answer
+
+
+def ask(conversation: state.Conversation, runtime: VLMRuntime, text: str, files: list[Any]) -> None:
+    question = Turn("user", text.strip())
+    conversation.turns.append(question)
+    errors: list[str] = []
+    with st.chat_message("user"):
+        if question.text:
+            st.markdown(render.escape_markdown(question.text))
+        ids, conversation.unshown_ids = conversation.unshown_ids, []
+        for file in files:
+            try:
+                ids += add_upload(conversation, file, st)
+            except ImageInputError as exc:
+                errors.append(str(exc))
+        question.pictures = [Picture(i, conversation.thumbnail(i)) for i in ids]
+        render.show_pictures(question.pictures)
+    if not question.text and not errors:
+        return  # files alone: they are in the conversation, the next question can use them
+
+    reply = Turn("assistant")
+    conversation.turns.append(reply)
+    with st.chat_message("assistant"):
+        if errors:
+            if question.text:
+                errors.append("The question was not sent: ask again once every attached file can be read.")
+            reply.errors, reply.state = errors, "error"
+            for error in errors:
+                st.error(error)
+            return
+        if runtime.gate.busy:
+            note = (
+                f"Another request is running on this model; yours is number {runtime.gate.waiting + 1} in the "
+                "queue and starts when the model is free."
+            )
+            reply.notes.append(note)
+            st.info(note, icon=":material/hourglass_top:")
+        stream_answer(conversation, question.text, reply)
+
+
+def stream_answer(conversation: state.Conversation, question: str, reply: Turn) -> None:
+    """Draw the run as it happens: each step inside the status, then the answer streaming in below it."""
+    live = LiveTurn(conversation.store, reply)
+    events = conversation.stream(question)
+    event = next(events, None)
+    while event is not None:
+        if isinstance(event, AnswerToken):
+            event = live.stream_tokens(event, events)
+        else:
+            live.draw(event)
+            event = next(events, None)
+    live.finish()
+
+
+class LiveTurn:
+    """One run on the page: a status box that collects the steps, and an answer area below it."""
+
+    def __init__(self, store: ImageStore, reply: Turn):
+        self.store = store
+        self.reply = reply
+        self.started = time.perf_counter()
+        self.status = st.status("Thinking…", expanded=True)
+        self.answer_area = st.container()
+        self.running: dict[str, tuple[StepView, Any]] = {}  # call id -> the step and its place in the status
+        self.streamed: _Tokens | None = None
+
+    def stream_tokens(self, first: AnswerToken, events: Iterator[Event]) -> Event | None:
+        """Stream one step's text into the answer area; return the event that came after it."""
+        self.streamed = _Tokens(first, events, self.answer_area.empty())
+        with self.streamed.slot.container():
+            st.write_stream(self.streamed, cursor="▌")
+        return self.streamed.after
+
+    def draw(self, event: Event) -> None:
+        if isinstance(event, StepStarted):
+            self.status.update(label=f"Step {event.step}: planning…")
+        elif isinstance(event, ToolCall):
+            self._call(event)
+        elif isinstance(event, ToolResult):
+            self._result(event)
+        elif isinstance(event, Answer):
+            self._answer(event)
+        elif isinstance(event, Error):
+            self._take_back_streamed()
+            self.reply.errors.append(event.message)
+            self.reply.label, self.reply.state = f"Failed after {self._seconds():.1f} s", "error"
+            with self.answer_area:
+                st.error(event.message)
+
+    def finish(self) -> None:
+        if not self.reply.steps:
+            with self.status:
+                render.show_steps([])
+        self.status.update(label=self.reply.label or "Ended without an answer", state=self.reply.state, expanded=False)
+
+    def _call(self, call: ToolCall) -> None:
+        view = StepView(len(self.reply.steps) + 1, call.name, call.args)
+        if self.streamed is not None and self.streamed.step == call.step:
+            view.thought = self._take_back_streamed()  # text before a tool call was thinking aloud
+        self.reply.steps.append(view)
+        self.running[call.call_id] = (view, self.status.empty())
+        self._draw_step(*self.running[call.call_id])
+        self.status.update(label=f"Step {call.step}: {call.name}…")
+
+    def _result(self, result: ToolResult) -> None:
+        if result.call_id not in self.running:  # a malformed tool call is answered without a ToolCall event
+            self.reply.steps.append(StepView(len(self.reply.steps) + 1, result.name, {}))
+            self.running[result.call_id] = (self.reply.steps[-1], self.status.empty())
+        view, slot = self.running.pop(result.call_id)
+        view.done, view.output, view.seconds, view.is_error = True, result.output, result.seconds, result.is_error
+        view.pictures = render.step_pictures(result, self.store)
+        view.chart = (result.data or {}).get("chart") if result.name == "read_chart" else None
+        self._draw_step(view, slot)
+
+    def _answer(self, answer: Answer) -> None:
+        if self.streamed is None or self.streamed.text.strip() != answer.text:
+            self._take_back_streamed()
+            with self.answer_area:
+                st.write_stream(render.pieces(render.escape_markdown(answer.text)))
+        self.reply.text = answer.text
+        self.reply.label, self.reply.state = _summary(answer, self._seconds()), "complete"
+
+    def _take_back_streamed(self) -> str:
+        """Remove the streamed text from the answer area and return it."""
+        if self.streamed is None:
+            return ""
+        text = self.streamed.text
+        self.streamed.slot.empty()
+        self.streamed = None
+        return text
+
+    def _draw_step(self, view: StepView, slot: Any) -> None:
+        with slot.container():
+            render.show_step(view)
+
+    def _seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+
+class _Tokens:
+    """One step's tokens for ``st.write_stream``; keeps the event that ended them in ``after``."""
+
+    def __init__(self, first: AnswerToken, events: Iterator[Event], slot: Any):
+        self.step = first.step
+        self.text = first.text
+        self.slot = slot
+        self._events = events
+        self.after: Event | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        yield render.escape_markdown(self.text)
+        for event in self._events:
+            if not isinstance(event, AnswerToken) or event.step != self.step:
+                self.after = event
+                return
+            self.text += event.text
+            yield render.escape_markdown(event.text)
+
+
+def _summary(answer: Answer, seconds: float) -> str:
+    count = len(answer.steps)
+    if answer.stopped_early:
+        return f"Stopped at the step limit after {count} steps · {seconds:.1f} s"
+    if count == 0:
+        return f"Answered without tools · {seconds:.1f} s"
+    return f"{count} step{'s' if count != 1 else ''} · {seconds:.1f} s"
+
+
+try:
+    main()
+except Exception as exc:  # noqa: BLE001 - the page shows a message, never a traceback
+    log.exception("The page failed")
+    st.error(f"Something went wrong: {type(exc).__name__}: {exc}. Reload the page; the terminal has the details.")

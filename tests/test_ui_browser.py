@@ -1,0 +1,141 @@
+"""End to end in a real browser: ``qwenvl ui`` on the tiny checkpoint, driven in Debian's headless Chromium.
+
+The tiny model's answer is random text, so the test checks that the question, the image's thumbnail and an
+answer appear (with real weights the steps appear too). The screenshot is saved to test-artifacts/ui.png.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from documents import draw_invoice, png_bytes
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOT = ROOT / "test-artifacts" / "ui.png"
+QUESTION = "What is the invoice total?"
+FINISHED = re.compile(r"Answered without tools|\d+ steps? ·|Stopped at the step limit|Failed after")
+# Markdown of the answer: in the assistant's message, outside the status box of steps
+ANSWER = '[data-testid="stMarkdown"]:not([data-testid="stExpander"] *)'
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def qwenvl_command() -> list[str]:
+    script = Path(sys.executable).with_name("qwenvl")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "qwenvl_agent.cli"]
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"qwenvl ui exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"qwenvl ui did not answer on {url} within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    """End the server and Streamlit under it (their own process group)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+@pytest.fixture
+def server(tiny_model, tmp_path):
+    port = free_port()
+    log = tmp_path / "server.log"
+    command = qwenvl_command() + ["ui", "--model", tiny_model, "--port", str(port)]
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_healthy(url, process, log)
+        yield url
+    finally:
+        stop(process)
+
+
+def test_ask_about_an_image_attached_to_the_chat_input(server, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    image = tmp_path / "invoice.png"
+    image.write_bytes(png_bytes(draw_invoice()))
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.set_default_timeout(60_000)
+            try:
+                ask_with_attachment(sync_api.expect, page, server, image)
+            finally:
+                page.screenshot(path=str(SCREENSHOT))
+        finally:
+            browser.close()
+
+
+def ask_with_attachment(expect, page, url: str, image: Path) -> None:
+    page.goto(url, timeout=30_000)
+    chat = page.get_by_test_id("stChatInput")
+    expect(chat.get_by_test_id("stChatInputTextArea")).to_be_editable(timeout=90_000)  # the model is loaded
+    chat.locator("input[type=file]").set_input_files(str(image))
+    expect(chat.get_by_test_id("stFileChip")).to_have_count(1)
+    chat.get_by_test_id("stChatInputTextArea").fill(QUESTION)
+    send = chat.get_by_test_id("stChatInputSubmitButton")
+    expect(send).to_be_enabled()  # the upload has finished
+    send.click()
+
+    messages = page.get_by_test_id("stChatMessage")
+    question, answer = messages.nth(0), messages.nth(1)
+    expect(question).to_contain_text(QUESTION)
+    thumbnail = question.locator("img")
+    expect(thumbnail).to_have_count(1)
+    expect(question).to_contain_text("img-1")
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=thumbnail.element_handle())
+    expect(answer.get_by_test_id("stExpander")).to_contain_text(FINISHED, timeout=120_000)
+    expect(page.get_by_test_id("stException")).to_have_count(0)
+    expect(answer.get_by_test_id("stAlert")).to_have_count(0)
+    assert answer.locator(ANSWER).last.inner_text().strip(), "the answer is empty"
