@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 import uuid
+from pathlib import Path
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -244,7 +245,7 @@ class _EventBuilder:
 
 def _ids_in(args: dict[str, Any], store: ImageStore) -> list[str]:
     image_id = args.get("image_id")
-    return [image_id] if isinstance(image_id, str) and image_id.strip() in store else []
+    return [store.info(image_id).id] if isinstance(image_id, str) and image_id in store else []
 
 
 def _question_text(question: str, store: ImageStore) -> str:
@@ -254,8 +255,6 @@ def _question_text(question: str, store: ImageStore) -> str:
 
 
 def _display_name(source: Any) -> str | None:
-    from pathlib import Path
-
     if isinstance(source, Path):
         return source.name
     if isinstance(source, str) and len(source) < 1024 and Path(source).is_file():

@@ -33,4 +33,4 @@ class ChartTool(ImageTool):
             chart = parse_chart_json(reply)
         except ChartParseError as exc:
             raise ValueError(f"Could not read a chart in {image_id}: {exc}") from exc
-        return chart.to_markdown(), [image_id.strip()], {"chart": chart.model_dump(), "rows": chart.to_rows()}
+        return chart.to_markdown(), [self.store.info(image_id).id], {"chart": chart.model_dump(), "rows": chart.to_rows()}

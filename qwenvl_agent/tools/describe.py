@@ -27,4 +27,4 @@ class DescribeTool(ImageTool):
         instruction = "Describe this image in a few sentences: the scene, the main objects and what is happening."
         if focus:
             instruction += f" Pay special attention to: {focus}."
-        return self.look(image, instruction), [image_id.strip()], None
+        return self.look(image, instruction), [self.store.info(image_id).id], None

@@ -34,7 +34,7 @@ class OcrTool(ImageTool):
 
     def _use(self, image_id: str, region: list[float] | None = None):
         image = self.store.get(image_id)
-        ids = [image_id.strip()]
+        ids = [self.store.info(image_id).id]
         if region is not None:
             image_id = self.store.add_crop(image_id, region)
             image = self.store.get(image_id)
