@@ -21,7 +21,7 @@ from qwenvl_agent.ui import render, state
 from qwenvl_agent.ui.render import Picture, StepView, Turn
 from qwenvl_agent.vlm import VLMRuntime
 from qwenvl_agent.vlm.errors import ImageInputError, ModelNotAvailableError
-from qwenvl_agent.vlm.runtime import DTYPES, resolve_dtype
+from qwenvl_agent.vlm.runtime import DTYPES, resolve_dtype, resolve_model_path
 
 log = logging.getLogger("qwenvl_agent.ui")
 
@@ -176,7 +176,7 @@ def load_model(settings: state.Settings) -> VLMRuntime | None:
         with status:
             st.write("Looking for the checkpoint: a local folder, or the Hugging Face cache (downloading it if it "
                      "is missing; the terminal shows the download).")
-            path = state.locate_model(settings.model)
+            path = resolve_model_path(settings.model)
             st.write(f"Reading the weights from `{path}`; the 2B model takes about a minute.")
             runtime = state.shared_runtime(settings.model, settings.dtype)
         seconds = time.perf_counter() - started

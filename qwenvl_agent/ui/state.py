@@ -26,7 +26,7 @@ from qwenvl_agent.agent.api import new_thread_id
 from qwenvl_agent.tools import ImageStore
 from qwenvl_agent.vlm import DEFAULT_MODEL, ChatQwenVL, VLMRuntime, load_runtime
 from qwenvl_agent.vlm.errors import ImageInputError
-from qwenvl_agent.vlm.runtime import loaded_runtimes, resolve_dtype, resolve_model_path
+from qwenvl_agent.vlm.runtime import loaded_runtimes, resolve_dtype
 
 from .render import Turn, thumbnail
 
@@ -79,11 +79,6 @@ def is_loaded(settings: Settings) -> bool:
     """Whether this model is already in memory (then the page shows no loading status)."""
     dtype = resolve_dtype(settings.dtype)
     return any(r.model_id == settings.model and r.dtype == dtype for r in loaded_runtimes())
-
-
-def locate_model(model: str) -> Path:
-    """The checkpoint's folder: the model itself, or the Hugging Face cache (downloading it if needed)."""
-    return resolve_model_path(model)
 
 
 @st.cache_resource(show_spinner=False)

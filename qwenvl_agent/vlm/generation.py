@@ -1,6 +1,6 @@
 """The one path from a prompt to ``model.generate``: build inputs, generate in a worker thread, stream text.
 
-Everything that touches generation goes through ``stream`` (``generate`` collects it), so the gate,
+Everything that touches generation goes through ``stream``, so the gate,
 stop sequences, the time limit and cancellation behave the same for every caller.
 """
 
@@ -51,24 +51,6 @@ class GenerationStats:
     output_tokens: int
     finish_reason: str  # "stop" (end token or stop sequence), "length", or "timeout"
     seconds: float
-
-
-@dataclass
-class Reply:
-    text: str
-    stats: GenerationStats
-
-
-def generate(runtime, prompt: Prompt, settings: GenerationSettings) -> Reply:
-    """Generate the whole reply."""
-    pieces: list[str] = []
-    stats = None
-    for item in stream(runtime, prompt, settings):
-        if isinstance(item, GenerationStats):
-            stats = item
-        else:
-            pieces.append(item)
-    return Reply("".join(pieces), stats)
 
 
 def stream(runtime, prompt: Prompt, settings: GenerationSettings) -> Iterator[str | GenerationStats]:

@@ -44,12 +44,6 @@ class VLMRuntime:
     def tokenizer(self):
         return self.processor.tokenizer
 
-    def generate(self, prompt, settings):
-        """Generate a whole reply; see ``generation.generate``."""
-        from .generation import generate
-
-        return generate(self, prompt, settings)
-
     def stream(self, prompt, settings):
         """Yield the reply as it is generated; see ``generation.stream``."""
         from .generation import stream
@@ -97,12 +91,6 @@ def loaded_runtimes() -> list[VLMRuntime]:
         return list(_cache.values())
 
 
-def unload_all() -> None:
-    """Forget every loaded runtime (their memory is freed once nobody else holds them)."""
-    with _cache_lock:
-        _cache.clear()
-
-
 def _cache_key_model(model_ref: str) -> str:
     path = Path(model_ref).expanduser()
     return str(path.resolve()) if path.is_dir() else model_ref
@@ -126,33 +114,28 @@ def cpu_has_fast_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def _cpu_flags() -> set[str]:
+def _cpuinfo() -> list[tuple[str, str]]:
+    """(name, value) pairs of /proc/cpuinfo; empty where there is none (macOS, Windows)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+            return [(name.strip(), value.strip()) for name, _, value in (line.partition(":") for line in handle)]
     except OSError:
-        pass
-    return set()
+        return []
+
+
+def _cpu_flags() -> set[str]:
+    return next((set(value.split()) for name, value in _cpuinfo() if name == "flags"), set())
 
 
 def physical_cores() -> int:
     """Physical cores (hyper-threads share their core's matrix units, so they add nothing here)."""
     cores: set[tuple[str, str]] = set()
-    physical = core = None
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                name, _, value = line.partition(":")
-                name = name.strip()
-                if name == "physical id":
-                    physical = value.strip()
-                elif name == "core id":
-                    core = value.strip()
-                    cores.add((physical or "0", core))
-    except OSError:
-        pass
+    physical = "0"
+    for name, value in _cpuinfo():
+        if name == "physical id":
+            physical = value
+        elif name == "core id":
+            cores.add((physical, value))
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(len(cores) or available, available))
 
