@@ -20,7 +20,7 @@ import streamlit as st
 from PIL import Image, ImageDraw
 
 from qwenvl_agent.agent import ToolResult
-from qwenvl_agent.tools import ImageStore, UnknownImageError
+from qwenvl_agent.tools import ChartData, ImageStore, UnknownImageError
 
 THUMBNAIL_SIDE = 320  # gallery and question thumbnails
 STEP_IMAGE_SIDE = 900  # what a step looked at: large enough to read a zoomed crop
@@ -90,17 +90,13 @@ def draw_box(image: Image.Image, box: Sequence[float], max_side: int = STEP_IMAG
 
 
 def chart_table(chart: dict[str, Any]) -> pd.DataFrame:
-    """A chart's values as a table: one row per category, one column per series (blank names numbered)."""
-    categories = _unique([str(c) for c in chart.get("categories") or []], "category")
-    series = chart.get("series") or []
-    names = _unique([str(s.get("name") or "") for s in series], "series")
-    rows = max([len(categories)] + [len(s.get("values") or []) for s in series])
-    categories += [f"category {i + 1}" for i in range(len(categories), rows)]
-    columns = {"category": categories}
-    for name, item in zip(names, series):
-        values = list(item.get("values") or [])
-        columns[name] = [values[i] if i < len(values) else None for i in range(rows)]
-    return pd.DataFrame(columns).astype({name: "float64" for name in names})
+    """A chart's values as a table: one row per category, one column per series. ``ChartData`` pads the
+    lists to one length and names the series; here blank or repeated category labels are made distinct."""
+    data = ChartData.model_validate(chart)
+    names = [series.name for series in data.series]
+    table = pd.DataFrame(data.to_rows(), columns=["category", *names])
+    table["category"] = _unique([str(c) for c in table["category"]], "category")
+    return table.astype({name: "float64" for name in names})
 
 
 def chart_plot(chart: dict[str, Any]) -> alt.Chart | None:
