@@ -3,15 +3,40 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # tests never touch the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# OpenVINO exports and compiled models of the tests' checkpoints go to a folder of this session's own.
+os.environ["QWENVL_CACHE"] = tempfile.mkdtemp(prefix="qwenvl-test-cache-")
 
 import pytest  # noqa: E402
 from documents import draw_bar_chart, draw_invoice  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from qwenvl_agent.vlm.openvino_export import openvino_available  # noqa: E402
 from qwenvl_agent.vlm.testing import make_tiny_checkpoint  # noqa: E402
+
+ENGINES = [
+    "torch",
+    pytest.param(
+        "openvino",
+        marks=pytest.mark.skipif(not openvino_available(), reason="OpenVINO is not installed (pip install '.[openvino]')"),
+    ),
+]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_the_cache_folder():
+    yield
+    shutil.rmtree(os.environ["QWENVL_CACHE"], ignore_errors=True)
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request) -> str:
+    """Each engine that is installed: tests that take this fixture run once per engine."""
+    return request.param
 
 
 @pytest.fixture(scope="session")

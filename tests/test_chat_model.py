@@ -18,8 +18,9 @@ from qwenvl_agent.vlm.testing import scripted_replies, tool_call_text
 
 
 @pytest.fixture
-def llm(tiny_model):
-    return ChatQwenVL(model=tiny_model, max_tokens=8)
+def llm(tiny_model, engine):
+    """Every test here runs on each engine that is installed: the same features, the same results."""
+    return ChatQwenVL(model=tiny_model, engine=engine, max_tokens=8)
 
 
 def b64_png(lines=("hello",), size=(96, 64)) -> str:
@@ -92,8 +93,8 @@ def test_several_images_across_turns_and_in_tool_messages(llm):
 def test_max_image_tokens_bounds_the_visual_tokens(llm):
     big = b64_png(["a page"], size=(1024, 1024))
     content = [{"type": "text", "text": "Read."}, {"type": "image", "base64": big, "mime_type": "image/png"}]
-    assert image_tokens(ChatQwenVL(model=llm.model, max_tokens=2, max_image_tokens=64), content) <= 64 + 2
-    assert image_tokens(ChatQwenVL(model=llm.model, max_tokens=2, max_image_tokens=256), content) > 200
+    assert image_tokens(ChatQwenVL(model=llm.model, engine=llm.engine, max_tokens=2, max_image_tokens=64), content) <= 64 + 2
+    assert image_tokens(ChatQwenVL(model=llm.model, engine=llm.engine, max_tokens=2, max_image_tokens=256), content) > 200
     per_call = llm.invoke([HumanMessage(content=content)], max_image_tokens=16, max_tokens=2)
     default = llm.invoke([HumanMessage(content=content)], max_tokens=2)
     assert per_call.usage_metadata["input_tokens"] < default.usage_metadata["input_tokens"]
@@ -104,7 +105,7 @@ def test_bad_image_raises_image_input_error_naming_the_message(llm):
     with pytest.raises(ImageInputError, match="message 1"):
         llm.invoke([HumanMessage(content=bad)])
     with pytest.raises(ImageInputError, match="remote images is turned off"):
-        ChatQwenVL(model=llm.model, allow_remote_images=False).invoke(
+        ChatQwenVL(model=llm.model, engine=llm.engine, allow_remote_images=False).invoke(
             [HumanMessage(content=[{"type": "image", "url": "http://127.0.0.1:9/x.png"}])]
         )
 
@@ -118,21 +119,21 @@ def test_stream_yields_chunks_with_a_last_chunk_carrying_usage(llm):
     assert "".join(c.content for c in chunks) == whole.content  # greedy: same text either way
 
 
-def test_stop_sequences_cut_the_reply(tiny_runtime, llm):
-    with scripted_replies(tiny_runtime, ["alpha beta STOP gamma"]):
+def test_stop_sequences_cut_the_reply(llm):
+    with scripted_replies(llm.runtime, ["alpha beta STOP gamma"]):
         result = llm.invoke("go", stop=["STOP"], max_tokens=30)
     assert result.content == "alpha beta "
     assert result.response_metadata["finish_reason"] == "stop"
 
 
 def test_time_limit_ends_generation_with_finish_reason_timeout(llm):
-    result = ChatQwenVL(model=llm.model, max_tokens=100_000, timeout=0.3).invoke("Write a long story.")
+    result = ChatQwenVL(model=llm.model, engine=llm.engine, max_tokens=100_000, timeout=0.3).invoke("Write a long story.")
     assert result.response_metadata["finish_reason"] == "timeout"
     assert 0 < result.usage_metadata["output_tokens"] < 100_000
 
 
 def test_sampling_parameters_are_honoured(llm):
-    outputs = {ChatQwenVL(model=llm.model, max_tokens=12, temperature=1.5, top_k=0, top_p=1.0).invoke("hi").content for _ in range(4)}
+    outputs = {ChatQwenVL(model=llm.model, engine=llm.engine, max_tokens=12, temperature=1.5, top_k=0, top_p=1.0).invoke("hi").content for _ in range(4)}
     assert len(outputs) > 1  # sampling varies; greedy (the default) does not
     assert len({llm.invoke("hi").content for _ in range(2)}) == 1
 
@@ -147,7 +148,7 @@ async def test_ainvoke_and_astream_do_not_block_the_event_loop(llm):
             await asyncio.sleep(0.005)
 
     task = asyncio.create_task(ticker())
-    slow = ChatQwenVL(model=llm.model, max_tokens=400)
+    slow = ChatQwenVL(model=llm.model, engine=llm.engine, max_tokens=400)
     result = await slow.ainvoke("Tell me everything.")
     chunks = [c async for c in slow.astream("And again.")]
     task.cancel()
@@ -160,8 +161,8 @@ def test_batch_runs_every_input(llm):
     assert len(results) == 3 and all(isinstance(r, AIMessage) for r in results)
 
 
-def test_busy_error_when_the_queue_is_full(tiny_runtime, llm):
-    gate = tiny_runtime.gate
+def test_busy_error_when_the_queue_is_full(llm):
+    gate = llm.runtime.gate
     errors: list[Exception] = []
     done = threading.Event()
 
@@ -195,9 +196,9 @@ class GetWeather(BaseModel):
     city: str = Field(description="City name")
 
 
-def test_bind_tools_renders_tools_and_parses_calls(tiny_runtime, llm):
+def test_bind_tools_renders_tools_and_parses_calls(llm):
     bound = llm.bind_tools([GetWeather])
-    with scripted_replies(tiny_runtime, [tool_call_text("GetWeather", {"city": "杭州"}, prefix="Let me check.\n")]) as left:
+    with scripted_replies(llm.runtime, [tool_call_text("GetWeather", {"city": "杭州"}, prefix="Let me check.\n")]) as left:
         result = bound.invoke("Weather in Hangzhou?", max_tokens=60)
     assert left == []
     assert result.content == "Let me check."
@@ -207,9 +208,9 @@ def test_bind_tools_renders_tools_and_parses_calls(tiny_runtime, llm):
     assert bound.invoke("Weather in Hangzhou?").usage_metadata["input_tokens"] > without_tools + 30
 
 
-def test_streamed_tool_calls_arrive_as_tool_call_chunks(tiny_runtime, llm):
+def test_streamed_tool_calls_arrive_as_tool_call_chunks(llm):
     two = tool_call_text("GetWeather", {"city": "Paris"}) + "\n" + tool_call_text("GetWeather", {"city": "Rome"})
-    with scripted_replies(tiny_runtime, [two]):
+    with scripted_replies(llm.runtime, [two]):
         chunks = list(llm.bind_tools([GetWeather]).stream("Paris and Rome?", max_tokens=80))
     assert any(c.tool_call_chunks for c in chunks)
     merged = chunks[0]
@@ -219,10 +220,10 @@ def test_streamed_tool_calls_arrive_as_tool_call_chunks(tiny_runtime, llm):
     assert "<tool_call>" not in merged.content
 
 
-def test_malformed_call_becomes_invalid_tool_call_in_invoke_and_stream(tiny_runtime, llm):
+def test_malformed_call_becomes_invalid_tool_call_in_invoke_and_stream(llm):
     bad = '<tool_call>\n{"name": "GetWeather", "arguments": {"city": Paris}}\n</tool_call>'
     bound = llm.bind_tools([GetWeather])
-    with scripted_replies(tiny_runtime, [bad, bad]):
+    with scripted_replies(llm.runtime, [bad, bad]):
         result = bound.invoke("x", max_tokens=60)
         merged = None
         for chunk in bound.stream("x", max_tokens=60):
@@ -231,7 +232,7 @@ def test_malformed_call_becomes_invalid_tool_call_in_invoke_and_stream(tiny_runt
     assert merged.tool_calls == [] and merged.invalid_tool_calls
 
 
-def test_forced_tool_choice_opens_the_reply_with_the_call(tiny_runtime, llm):
+def test_forced_tool_choice_opens_the_reply_with_the_call(llm):
     class Lookup(BaseModel):
         """Look a word up."""
 
@@ -239,10 +240,10 @@ def test_forced_tool_choice_opens_the_reply_with_the_call(tiny_runtime, llm):
 
     bound = llm.bind_tools([GetWeather, Lookup], tool_choice="Lookup")
     # The prompt already holds '<tool_call>\n{"name": "Lookup", "arguments": ' so the model writes only the rest.
-    with scripted_replies(tiny_runtime, ['{"word": "invoice"}}\n</tool_call> and more text']):
+    with scripted_replies(llm.runtime, ['{"word": "invoice"}}\n</tool_call> and more text']):
         result = bound.invoke("anything", max_tokens=60)
     assert result.tool_calls[0]["name"] == "Lookup" and result.tool_calls[0]["args"] == {"word": "invoice"}
-    with scripted_replies(tiny_runtime, ['GetWeather", "arguments": {"city": "Oslo"}}\n</tool_call>']):
+    with scripted_replies(llm.runtime, ['GetWeather", "arguments": {"city": "Oslo"}}\n</tool_call>']):
         result = llm.bind_tools([GetWeather, Lookup], tool_choice="any").invoke("anything", max_tokens=60)
     assert result.tool_calls[0]["name"] == "GetWeather"
     with pytest.raises(ValueError, match="tool_choice"):
@@ -271,13 +272,13 @@ INVOICE_SCHEMA = {
 
 
 @pytest.mark.parametrize("schema", [Invoice, InvoiceDict, INVOICE_SCHEMA], ids=["pydantic", "typeddict", "json-schema"])
-def test_with_structured_output(tiny_runtime, llm, invoice_image, schema):
+def test_with_structured_output(llm, invoice_image, schema):
     structured = llm.with_structured_output(schema)
     image = base64.b64encode(png_bytes(invoice_image)).decode()
     question = HumanMessage(
         content=[{"type": "image", "base64": image, "mime_type": "image/png"}, {"type": "text", "text": "Read it."}]
     )
-    with scripted_replies(tiny_runtime, ['{"number": "12345678", "total": 1500.0}}\n</tool_call>']):
+    with scripted_replies(llm.runtime, ['{"number": "12345678", "total": 1500.0}}\n</tool_call>']):
         result = structured.invoke([question], max_tokens=60)
     if schema is Invoice:
         assert result == Invoice(number="12345678", total=1500.0)

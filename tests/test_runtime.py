@@ -24,18 +24,18 @@ def test_auto_dtype_follows_the_cpu(monkeypatch):
 
 
 def test_runtime_is_loaded_once_and_shared(tiny_model):
-    first, second = ChatQwenVL(model=tiny_model), ChatQwenVL(model=tiny_model, temperature=0.5)
+    first, second = ChatQwenVL(model=tiny_model, engine="torch"), ChatQwenVL(model=tiny_model, engine="torch", temperature=0.5)
     assert first.runtime is second.runtime
-    assert first.runtime is load_runtime(tiny_model)
+    assert first.runtime is load_runtime(tiny_model, engine="torch")
     assert first.runtime.dtype == resolve_dtype("auto")
     assert str(first.runtime.model.dtype) == f"torch.{first.runtime.dtype}"
     assert first.runtime.model.config._attn_implementation == "sdpa"
 
 
 def test_forced_float32_is_a_separate_runtime(tiny_model):
-    fp32 = ChatQwenVL(model=tiny_model, dtype="float32", max_tokens=3)
+    fp32 = ChatQwenVL(model=tiny_model, engine="torch", dtype="float32", max_tokens=3)
     assert str(fp32.runtime.model.dtype) == "torch.float32"
-    assert fp32.runtime is not load_runtime(tiny_model, dtype="bfloat16")
+    assert fp32.runtime is not load_runtime(tiny_model, dtype="bfloat16", engine="torch")
     assert fp32.invoke("hi").usage_metadata["output_tokens"] <= 3
 
 

@@ -7,6 +7,7 @@ instance that names the same model, revision and dtype.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -17,7 +18,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import ConfigDict, Field, SecretStr
+from pydantic import ConfigDict, Field, SecretStr, model_validator
 
 from .generation import DEFAULT_MAX_IMAGE_TOKENS, GenerationSettings, GenerationStats, Prompt
 from .messages import to_qwen_messages
@@ -43,8 +44,12 @@ class ChatQwenVL(BaseChatModel):
     """
 
     model: str = DEFAULT_MODEL
-    """Hub id or local folder of a Qwen3-VL checkpoint."""
+    """Hub id or local folder of a Qwen3-VL checkpoint (or of its OpenVINO IR)."""
     revision: str | None = None
+    engine: str = "auto"
+    """"torch", "openvino" (int8/int4 weights, exported once) or "auto" (OpenVINO where installed, else torch)."""
+    weights: str = "int8"
+    """OpenVINO weights: "int8" (closest to the original) or "int4" (fastest)."""
     dtype: str = "auto"
     """"auto" (bfloat16 on CPUs with AMX-BF16/AVX512-BF16, else float32), "bfloat16" or "float32"."""
     max_tokens: int = Field(default=512, alias="max_new_tokens")
@@ -63,6 +68,14 @@ class ChatQwenVL(BaseChatModel):
     num_threads: int | None = None
     max_waiting: int = 3
     """Callers that may wait behind a running generation before ``BusyError`` (set by the first load)."""
+    cache_images: bool = True
+    """Reuse the vision tower's output for an image seen before (at the same image budget)."""
+    reuse_prefix: bool = True
+    """Reuse the KV cache of the longest prefix shared with a recent prompt (torch engine)."""
+    vision_cache_mb: float = 512
+    """Memory for cached image features (set by the first load of the model)."""
+    prefix_cache_mb: float = 1024
+    """Memory for the KV caches of recent prompts (set by the first load of the model)."""
     streaming: bool = False
     max_retries: int | None = None
     """Accepted for compatibility; a local model has nothing to retry."""
@@ -70,6 +83,21 @@ class ChatQwenVL(BaseChatModel):
     """Accepted for compatibility; a local model needs no key."""
 
     model_config = ConfigDict(populate_by_name=True, protected_namespaces=())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unknown_arguments(cls, values: Any) -> Any:
+        """A typo (or an argument of another version) must not quietly run something else."""
+        if isinstance(values, dict):
+            known = set(cls.model_fields) | {f.alias for f in cls.model_fields.values() if f.alias}
+            unknown = [name for name in values if name not in known]
+            if unknown:
+                hints = []
+                for name in unknown:
+                    close = difflib.get_close_matches(name, sorted(known), n=1)
+                    hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+                raise ValueError(f"ChatQwenVL got unknown argument{'s' if len(hints) > 1 else ''}: {', '.join(hints)}.")
+        return values
 
     @property
     def _llm_type(self) -> str:
@@ -80,6 +108,8 @@ class ChatQwenVL(BaseChatModel):
         return {
             "model": self.model,
             "revision": self.revision,
+            "engine": self.engine,
+            "weights": self.weights,
             "dtype": self.dtype,
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
@@ -106,7 +136,17 @@ class ChatQwenVL(BaseChatModel):
         return self._runtime_for(self.model)
 
     def _runtime_for(self, model: str) -> VLMRuntime:
-        return load_runtime(model, self.revision, self.dtype, num_threads=self.num_threads, max_waiting=self.max_waiting)
+        return load_runtime(
+            model,
+            self.revision,
+            self.dtype,
+            engine=self.engine,
+            weights=self.weights,
+            num_threads=self.num_threads,
+            max_waiting=self.max_waiting,
+            vision_cache_mb=self.vision_cache_mb,
+            prefix_cache_mb=self.prefix_cache_mb,
+        )
 
     def bind_tools(
         self,
@@ -184,6 +224,7 @@ class ChatQwenVL(BaseChatModel):
 
     def _last_chunk(self, stats: GenerationStats, model: str, has_calls: bool) -> ChatGenerationChunk:
         reason = "tool_calls" if has_calls and stats.finish_reason == "stop" else stats.finish_reason
+        times = stats.times
         message = AIMessageChunk(
             content="",
             chunk_position="last",
@@ -191,12 +232,22 @@ class ChatQwenVL(BaseChatModel):
                 "input_tokens": stats.input_tokens,
                 "output_tokens": stats.output_tokens,
                 "total_tokens": stats.input_tokens + stats.output_tokens,
+                "input_token_details": {"cache_read": times.reused_tokens},
             },
             response_metadata={
                 "model_name": model,
                 "model_provider": "qwenvl",
                 "finish_reason": reason,
                 "generation_seconds": round(stats.seconds, 3),
+                "timings": {
+                    "first_token_seconds": _rounded(times.first_token_seconds),
+                    "vision_seconds": round(times.vision_seconds, 3),
+                    "prefill_seconds": round(times.prefill_seconds, 3),
+                    "prefill_tokens": times.prefill_tokens,
+                    "reused_tokens": times.reused_tokens,
+                    "images_encoded": times.images_encoded,
+                    "images_cached": times.images_cached,
+                },
             },
         )
         return ChatGenerationChunk(message=message, generation_info={"finish_reason": reason})
@@ -223,8 +274,14 @@ class ChatQwenVL(BaseChatModel):
             time_limit=kwargs.get("timeout", self.timeout),
             max_image_tokens=kwargs.get("max_image_tokens", self.max_image_tokens),
             min_image_tokens=kwargs.get("min_image_tokens", self.min_image_tokens),
+            cache_images=kwargs.get("cache_images", self.cache_images),
+            reuse_prefix=kwargs.get("reuse_prefix", self.reuse_prefix),
         )
         return Prompt(messages=qwen_messages, images=images, tools=tools, assistant_prefix=prefix), settings
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 def normalise_tool_choice(choice: dict | str | bool | None, names: list[str]) -> str | None:

@@ -19,3 +19,7 @@ class BusyError(QwenVLError, RuntimeError):
 
 class GenerationError(QwenVLError, RuntimeError):
     """Generation failed for a reason other than the inputs (for example out of memory)."""
+
+
+class EngineError(QwenVLError, RuntimeError):
+    """An inference engine cannot run: not installed, its export failed, or its model files do not fit."""

@@ -1,7 +1,7 @@
-"""The one path from a prompt to ``model.generate``: build inputs, generate in a worker thread, stream text.
+"""The one path from a prompt to the engine's ``generate``: build inputs, generate in a worker thread, stream text.
 
-Everything that touches generation goes through ``stream``, so the gate,
-stop sequences, the time limit and cancellation behave the same for every caller.
+Everything that touches generation goes through ``stream``, so the gate, stop sequences, the time limit,
+cancellation and the caches behave the same for every caller and on every engine.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 from .errors import GenerationError, ImageInputError
 from .images import pixel_budget
+from .reuse import find_image_spans, image_key
 
 DEFAULT_MAX_IMAGE_TOKENS = 1024
 
@@ -41,6 +42,22 @@ class GenerationSettings:
     time_limit: float | None = None
     max_image_tokens: int = DEFAULT_MAX_IMAGE_TOKENS
     min_image_tokens: int | None = None
+    # Reuse of earlier work (see reuse.py): the vision tower's output per image, the KV cache of a shared prefix.
+    cache_images: bool = True
+    reuse_prefix: bool = True
+
+
+@dataclass
+class StepTimes:
+    """Where one generation's time went, filled in by the engine."""
+
+    vision_seconds: float = 0.0
+    prefill_seconds: float = 0.0
+    prefill_tokens: int = 0
+    reused_tokens: int = 0
+    images_encoded: int = 0
+    images_cached: int = 0
+    first_token_seconds: float | None = None
 
 
 @dataclass
@@ -51,6 +68,7 @@ class GenerationStats:
     output_tokens: int
     finish_reason: str  # "stop" (end token or stop sequence), "length", or "timeout"
     seconds: float
+    times: StepTimes = field(default_factory=StepTimes)
 
 
 def stream(runtime, prompt: Prompt, settings: GenerationSettings) -> Iterator[str | GenerationStats]:
@@ -61,9 +79,9 @@ def stream(runtime, prompt: Prompt, settings: GenerationSettings) -> Iterator[st
     """
     with runtime.gate.hold():
         started = time.monotonic()
-        inputs = build_inputs(runtime, prompt, settings)
+        inputs, spans = build_inputs(runtime, prompt, settings)
         prompt_length = int(inputs["input_ids"].shape[1])
-        run = _Run(runtime, inputs, settings, prompt_length)
+        run = _Run(runtime, inputs, spans, settings, prompt_length, started)
         run.start()
         try:
             yield from _until_stop(run, settings.stop)
@@ -77,38 +95,48 @@ def stream(runtime, prompt: Prompt, settings: GenerationSettings) -> Iterator[st
             output_tokens=run.output_tokens,
             finish_reason=run.finish_reason(settings),
             seconds=time.monotonic() - started,
+            times=run.times,
         )
 
 
 def build_inputs(runtime, prompt: Prompt, settings: GenerationSettings):
-    """Render the chat template and run the processor (text + images, within the pixel budget)."""
+    """Render the chat template and run the processor (text + images, within the pixel budget); return the
+    model inputs and where each image sits in them, with the key that identifies it to the caches."""
     processor = runtime.processor
     text = processor.apply_chat_template(
         prompt.messages, tools=prompt.tools or None, tokenize=False, add_generation_prompt=True
     )
     text += prompt.assistant_prefix
     kwargs: dict[str, Any] = {}
+    keys: list[Any] = []
     if prompt.images:
-        kwargs["images"] = prompt.images
-        kwargs["images_kwargs"] = {"size": pixel_budget(settings.max_image_tokens, settings.min_image_tokens)}
+        budget = pixel_budget(settings.max_image_tokens, settings.min_image_tokens)
+        kwargs = {"images": prompt.images, **budget}
+        keys = [(image_key(image), budget["min_pixels"], budget["max_pixels"]) for image in prompt.images]
     try:
         inputs = processor(text=[text], return_tensors="pt", **kwargs)
     except ValueError as exc:
         raise ImageInputError(f"The images could not be prepared for the model: {exc}") from exc
-    inputs.pop("token_type_ids", None)
-    return inputs.to(runtime.model.device)
+    for unused in ("token_type_ids", "mm_token_type_ids"):
+        inputs.pop(unused, None)
+    image_token_id = runtime.model.config.image_token_id
+    spans = find_image_spans(inputs["input_ids"][0].tolist(), image_token_id, keys)
+    return inputs.to(runtime.engine.device), spans
 
 
 class _Run:
     """One ``model.generate`` call in a worker thread, with a streamer and a cancel flag."""
 
-    def __init__(self, runtime, inputs, settings: GenerationSettings, prompt_length: int):
+    def __init__(self, runtime, inputs, spans, settings: GenerationSettings, prompt_length: int, started: float):
         from transformers import TextIteratorStreamer
 
         self.runtime = runtime
         self.inputs = inputs
+        self.spans = spans
         self.settings = settings
         self.prompt_length = prompt_length
+        self.started = started
+        self.times = StepTimes()
         self.cancel = threading.Event()
         self.timed_out = False
         self.output_tokens = 0
@@ -132,7 +160,9 @@ class _Run:
 
         try:
             with torch.inference_mode():
-                output = self.runtime.model.generate(**self.inputs, **self._generate_kwargs())
+                output = self.runtime.engine.generate(
+                    self.inputs, self.spans, self.settings, self._generate_kwargs(), self.times
+                )
             self.output_tokens = int(output.shape[1]) - self.prompt_length
         except BaseException as exc:  # re-raised in the caller's thread
             self.error = exc
@@ -172,6 +202,8 @@ class _StopWhen:
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
+        if self.run.times.first_token_seconds is None:
+            self.run.times.first_token_seconds = time.monotonic() - self.run.started
         stop = self.run.cancel.is_set()
         if self.deadline is not None and time.monotonic() >= self.deadline:
             self.run.timed_out = True

@@ -34,7 +34,8 @@ def tokens_to_pixels(tokens: int) -> int:
 
 
 def pixel_budget(max_image_tokens: int, min_image_tokens: int | None = None) -> dict[str, int]:
-    """The processor's ``size`` argument for a budget given in visual tokens."""
+    """The processor's ``min_pixels``/``max_pixels`` arguments for a budget given in visual tokens (every
+    transformers version honours these; 4.57 ignores a per-call ``size``)."""
     if max_image_tokens < 1:
         raise ValueError(f"max_image_tokens must be at least 1, got {max_image_tokens}")
     low = 4 if min_image_tokens is None else min_image_tokens
@@ -42,7 +43,7 @@ def pixel_budget(max_image_tokens: int, min_image_tokens: int | None = None) -> 
         raise ValueError(
             f"min_image_tokens must be between 1 and max_image_tokens ({max_image_tokens}), got {low}"
         )
-    return {"shortest_edge": tokens_to_pixels(low), "longest_edge": tokens_to_pixels(max_image_tokens)}
+    return {"min_pixels": tokens_to_pixels(low), "max_pixels": tokens_to_pixels(max_image_tokens)}
 
 
 def load_image(

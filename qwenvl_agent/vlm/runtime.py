@@ -1,8 +1,9 @@
-"""Load Qwen3-VL once per (model, revision, dtype) and keep it: the model, its processor and its gate.
+"""Load Qwen3-VL once per (model, revision, engine, precision) and keep it: the engine, its processor, its
+gate and its caches.
 
 Every ``ChatQwenVL``, tool and planner that names the same model shares the one ``VLMRuntime`` returned
-here, so the weights are in memory once. Loading is what takes time (download, then reading ~4 GB);
-both show progress bars.
+here, so the weights are in memory once. Loading is what takes time (download, export for OpenVINO,
+reading ~4 GB); each shows progress.
 """
 
 from __future__ import annotations
@@ -15,30 +16,54 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import ModelNotAvailableError
+from .errors import EngineError, ModelNotAvailableError
 from .gate import GenerationGate
+from .openvino_export import check_weights, ensure_exported, is_openvino_ir, openvino_available
+from .reuse import PrefixCache, VisionCache
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "Qwen/Qwen3-VL-2B-Instruct"
 DTYPES = ("auto", "bfloat16", "float32")
+ENGINES = ("auto", "torch", "openvino")
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
-_WEIGHT_FILES = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.tiktoken"]
+_WEIGHT_FILES = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.tiktoken", "openvino_*.xml", "openvino_*.bin"]
 
 
 @dataclass(eq=False)
 class VLMRuntime:
-    """A loaded model with its processor, settings and the gate that serialises generation."""
+    """A loaded model: its engine (torch or OpenVINO), processor, the gate that serialises generation, and
+    the caches that let calls reuse each other's work."""
 
-    model: Any
+    engine: Any
     processor: Any
     model_id: str
     revision: str | None
-    dtype: str
     path: Path
     gate: GenerationGate
+    vision_cache: VisionCache = field(default_factory=VisionCache)
+    prefix_cache: PrefixCache = field(default_factory=PrefixCache)
     # Each hook gets the prompt length and may return a logits processor (used by vlm.testing).
     logits_hooks: list[Callable[[int], Any]] = field(default_factory=list)
+
+    @property
+    def model(self) -> Any:
+        """The model object under ``generate`` (transformers' or optimum-intel's)."""
+        return self.engine.model
+
+    @property
+    def engine_name(self) -> str:
+        return self.engine.name
+
+    @property
+    def dtype(self) -> str:
+        """The weights' precision: "bfloat16" or "float32" on torch, "int8" or "int4" on OpenVINO."""
+        return self.engine.precision
+
+    @property
+    def label(self) -> str:
+        """For people: "torch bfloat16", "OpenVINO int4"."""
+        return f"{'OpenVINO' if self.engine_name == 'openvino' else 'torch'} {self.dtype}"
 
     @property
     def tokenizer(self):
@@ -61,28 +86,61 @@ def load_runtime(
     revision: str | None = None,
     dtype: str = "auto",
     *,
+    engine: str = "auto",
+    weights: str = "int8",
     num_threads: int | None = None,
     max_waiting: int = 3,
+    vision_cache_mb: float = 512,
+    prefix_cache_mb: float = 1024,
 ) -> VLMRuntime:
     """Return the runtime for ``model`` (hub id or local folder), loading it on first use.
 
-    ``dtype``: "auto" (bfloat16 where the CPU has AMX-BF16 or AVX512-BF16, else float32), "bfloat16" or
-    "float32". ``num_threads``: torch threads, all physical cores by default. ``max_waiting``: callers that
-    may queue behind a running generation before the next one gets ``BusyError`` (set by the first load).
+    ``engine``: "torch", "openvino" (exported once into a cache folder; a folder holding an IR loads as it
+    is) or "auto" (OpenVINO where it is installed, else torch; if OpenVINO fails, torch with a warning).
+    ``weights``: "int8" (closest to the original) or "int4" (fastest), OpenVINO only. ``dtype``: "auto"
+    (bfloat16 where the CPU has AMX-BF16 or AVX512-BF16, else float32), "bfloat16" or "float32"; on
+    OpenVINO it is the precision of the computation. ``num_threads``: threads, all physical cores by
+    default. These are set by the first load of a model: ``max_waiting`` (callers that may queue behind
+    a running generation before ``BusyError``), ``vision_cache_mb`` and ``prefix_cache_mb`` (memory for
+    the vision-feature cache and for the KV caches of recent prompts).
     """
+    resolved_engine = resolve_engine(engine)
     resolved_dtype = resolve_dtype(dtype)
+    if resolved_engine == "openvino":
+        check_weights(weights)
     model_ref = str(model)
-    key = (_cache_key_model(model_ref), revision, resolved_dtype)
+    precision = weights if resolved_engine == "openvino" else resolved_dtype
+    key = (_cache_key_model(model_ref), revision, resolved_engine, precision, resolved_dtype)
     with _cache_lock:
         if key in _cache:
             return _cache[key]
         key_lock = _key_locks.setdefault(key, threading.Lock())
     with key_lock:  # two first callers must not load the same weights twice
         if key not in _cache:
-            runtime = _load(model_ref, revision, resolved_dtype, num_threads, max_waiting)
+            options = _Options(resolved_dtype, weights, num_threads, max_waiting, vision_cache_mb, prefix_cache_mb)
+            try:
+                runtime = _load(model_ref, revision, resolved_engine, options)
+            except EngineError as exc:
+                if engine != "auto" or resolved_engine != "openvino":
+                    raise
+                log.warning("The OpenVINO engine is not available, using torch: %s", str(exc).splitlines()[0])
+                runtime = load_runtime(
+                    model, revision, dtype, engine="torch", num_threads=num_threads, max_waiting=max_waiting,
+                    vision_cache_mb=vision_cache_mb, prefix_cache_mb=prefix_cache_mb,
+                )
             with _cache_lock:
                 _cache[key] = runtime
     return _cache[key]
+
+
+def resolve_engine(engine: str) -> str:
+    """Turn "auto" into "openvino" where OpenVINO is installed, else "torch"; validate the others."""
+    name = str(engine).lower()
+    if name not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}.")
+    if name == "auto":
+        return "openvino" if openvino_available() else "torch"
+    return name
 
 
 def loaded_runtimes() -> list[VLMRuntime]:
@@ -177,27 +235,93 @@ def _not_available_message(repo_id: str, revision: str | None, cache: str, exc: 
     )
 
 
-def _load(model_ref: str, revision: str | None, dtype: str, num_threads: int | None, max_waiting: int) -> VLMRuntime:
+@dataclass(frozen=True)
+class _Options:
+    dtype: str
+    weights: str
+    num_threads: int | None
+    max_waiting: int
+    vision_cache_mb: float
+    prefix_cache_mb: float
+
+
+def _load(model_ref: str, revision: str | None, engine: str, options: _Options) -> VLMRuntime:
+    import torch
+
+    path = resolve_model_path(model_ref, revision)
+    torch.set_num_threads(options.num_threads or physical_cores())
+    if engine == "openvino":
+        return _load_openvino(model_ref, revision, path, options)
+    return _load_torch(model_ref, revision, path, options)
+
+
+def _load_torch(model_ref: str, revision: str | None, path: Path, options: _Options) -> VLMRuntime:
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    path = resolve_model_path(model_ref, revision)
-    torch.set_num_threads(num_threads or physical_cores())
-    log.info("Loading %s (%s) from %s", model_ref, dtype, path)
+    from .engine_torch import TorchEngine
+
+    if is_openvino_ir(path) and not any(path.glob("*.safetensors")):
+        raise EngineError(
+            f"{path} holds an OpenVINO IR, which the torch engine cannot run: use engine='openvino' (with "
+            "pip install 'qwenvl-agent[openvino]'), or give the original checkpoint."
+        )
+    log.info("Loading %s (torch, %s) from %s", model_ref, options.dtype, path)
     try:
         processor = AutoProcessor.from_pretrained(path)
         model = AutoModelForImageTextToText.from_pretrained(
-            path, dtype=getattr(torch, dtype), attn_implementation="sdpa"
+            path, dtype=getattr(torch, options.dtype), attn_implementation="sdpa"
         )
     except (OSError, ValueError, KeyError) as exc:
         raise ModelNotAvailableError(f"Could not load a Qwen3-VL checkpoint from {path}: {exc}") from exc
     model.eval()
+    vision_cache, prefix_cache = VisionCache(options.vision_cache_mb), PrefixCache(options.prefix_cache_mb)
     return VLMRuntime(
-        model=model,
+        engine=TorchEngine(model, vision_cache, prefix_cache),
         processor=processor,
         model_id=model_ref,
         revision=revision,
-        dtype=dtype,
         path=path,
-        gate=GenerationGate(max_waiting=max_waiting),
+        gate=GenerationGate(max_waiting=options.max_waiting),
+        vision_cache=vision_cache,
+        prefix_cache=prefix_cache,
     )
+
+
+def _load_openvino(model_ref: str, revision: str | None, path: Path, options: _Options) -> VLMRuntime:
+    from transformers import AutoProcessor
+
+    from .engine_openvino import OpenVINOEngine, load_openvino_model
+    from .openvino_export import require_openvino
+
+    require_openvino()
+    ir_path = path if is_openvino_ir(path) else ensure_exported(path, options.weights)
+    log.info("Loading %s (OpenVINO, %s weights) from %s", model_ref, options.weights, ir_path)
+    processor_path = ir_path if (ir_path / "preprocessor_config.json").is_file() else path
+    try:
+        processor = AutoProcessor.from_pretrained(processor_path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelNotAvailableError(f"Could not load the processor of {model_ref} from {processor_path}: {exc}") from exc
+    weights = _ir_weights(ir_path, options.weights)
+    model = load_openvino_model(ir_path, options.dtype, options.num_threads)
+    vision_cache = VisionCache(options.vision_cache_mb)
+    return VLMRuntime(
+        engine=OpenVINOEngine(model, vision_cache, weights),
+        processor=processor,
+        model_id=model_ref,
+        revision=revision,
+        path=ir_path,
+        gate=GenerationGate(max_waiting=options.max_waiting),
+        vision_cache=vision_cache,
+        prefix_cache=PrefixCache(0, max_entries=0),
+    )
+
+
+def _ir_weights(ir_path: Path, requested: str) -> str:
+    """The weights of an IR: as recorded by our export, else what was asked for (a published IR)."""
+    import json
+
+    try:
+        return json.loads((ir_path / "qwenvl-export.json").read_text())["weights"]
+    except (OSError, ValueError, KeyError):
+        return requested

@@ -117,9 +117,10 @@ def _train_tokenizer(vocab_size: int):
 
 
 def _build_tokenizer(vocab_size: int):
-    from transformers import PreTrainedTokenizerFast
+    # Qwen's own tokenizer class, as the published checkpoint names it (transformers 4.57 insists on it).
+    from transformers import Qwen2TokenizerFast
 
-    return PreTrainedTokenizerFast(
+    return Qwen2TokenizerFast(
         tokenizer_object=_train_tokenizer(vocab_size),
         bos_token=None,
         eos_token="<|im_end|>",
@@ -148,13 +149,10 @@ def _build_config(tokenizer):
         "tie_word_embeddings": True,
         # Wider than the usual 0.02 so greedy decoding of random weights gives varied text, not one token.
         "initializer_range": 0.2,
-        # sum(mrope_section) must equal head_dim / 2, as in the real model (24 + 20 + 20 = 128 / 2)
-        "rope_parameters": {
-            "rope_type": "default",
-            "rope_theta": 5_000_000.0,
-            "mrope_section": [4, 2, 2],
-            "mrope_interleaved": True,
-        },
+        # sum(mrope_section) must equal head_dim / 2, as in the real model (24 + 20 + 20 = 128 / 2). Written in
+        # the published checkpoint's style (rope_theta + rope_scaling), which every transformers version reads.
+        "rope_theta": 5_000_000.0,
+        "rope_scaling": {"rope_type": "default", "mrope_section": [4, 2, 2], "mrope_interleaved": True},
         "bos_token_id": ids["<|endoftext|>"],
         "eos_token_id": ids["<|im_end|>"],
         "pad_token_id": ids["<|endoftext|>"],

@@ -1,0 +1,173 @@
+"""The torch engine: ``Qwen3VLForConditionalGeneration`` with the vision cache and prompt-prefix reuse.
+
+The prompt is prefilled here rather than inside ``generate``: images are encoded one at a time, each
+through the vision cache; only the tokens after the longest reusable prefix go through the language
+model; and the multimodal rotary positions are computed for the whole sequence, since an image shifts
+the positions of everything after it. ``generate`` then continues from the filled KV cache with the
+prompt's last token, so sampling, logits processors, stopping criteria and the streamer work as usual.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from typing import Any
+
+from .errors import GenerationError
+from .reuse import ImageSpan, PrefixCache, PrefixEntry, VisionCache
+
+
+class TorchEngine:
+    """Runs generation on a loaded transformers model."""
+
+    name = "torch"
+
+    def __init__(self, model: Any, vision_cache: VisionCache, prefix_cache: PrefixCache):
+        self.model = model
+        self.vision_cache = vision_cache
+        self.prefix_cache = prefix_cache
+        config = model.config
+        self.image_token_id = config.image_token_id
+        self.merge = config.vision_config.spatial_merge_size
+        # transformers 5 renamed generate's ``past_key_values`` to ``cache``.
+        self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+    @property
+    def device(self):
+        return self.model.device
+
+    @property
+    def precision(self) -> str:
+        return str(self.model.dtype).replace("torch.", "")
+
+    def generate(self, inputs, spans: list[ImageSpan], settings, kwargs: dict[str, Any], times) -> Any:
+        """``model.generate`` over ``inputs`` (the processor's output), reusing what the caches hold."""
+        import torch
+
+        ids = inputs["input_ids"]
+        length = int(ids.shape[1])
+        tokens = ids[0].tolist()
+        kv, reused = None, 0
+        if settings.reuse_prefix:
+            entry, reused = self.prefix_cache.match(tokens, spans, limit=length - 1)
+            if entry is not None and reused:
+                kv = self._copy_kv(entry.kv, reused)
+        if kv is None:
+            kv, reused = self._new_kv(), 0
+        times.reused_tokens = reused
+        positions, delta = mrope_positions(length, spans, inputs.get("image_grid_thw"), self.merge)
+        if reused < length - 1:
+            self._prefill(inputs, spans, reused, length - 1, positions, kv, settings, times)
+        self.model.model.rope_deltas = torch.tensor([[delta]], device=self.device)
+        output = self.model.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), **{self._cache_arg: kv}, **kwargs
+        )
+        if settings.reuse_prefix:
+            kept = kv.get_seq_length()
+            self.prefix_cache.add(PrefixEntry(output[0, :kept].tolist(), tuple(spans), kv, _kv_bytes(kv)))
+        return output
+
+    def _prefill(self, inputs, spans, start: int, end: int, positions, kv, settings, times) -> None:
+        """Run the language model over tokens ``start:end``, filling ``kv``."""
+        import torch
+
+        new_ids = inputs["input_ids"][:, start:end]
+        embeds = self.model.get_input_embeddings()(new_ids)
+        visual_mask, deepstack = None, None
+        new_images = [(index, span) for index, span in enumerate(spans) if span.start >= start]
+        if new_images:
+            features = [self._image_features(inputs, index, span, settings, times) for index, span in new_images]
+            visual_mask = new_ids == self.image_token_id
+            embeds = embeds.clone()
+            embeds[visual_mask] = torch.cat([merged for merged, _ in features]).to(embeds.dtype)
+            layers = len(features[0][1])
+            deepstack = [torch.cat([deep[layer] for _, deep in features]).to(embeds.dtype) for layer in range(layers)]
+        text_positions = torch.arange(start, end, device=self.device)[None]
+        position_ids = torch.cat([text_positions, positions[:, start:end].to(self.device)])[:, None, :]
+        started = time.perf_counter()
+        self.model.model.language_model(
+            inputs_embeds=embeds,
+            position_ids=position_ids,
+            use_cache=True,
+            visual_pos_masks=visual_mask,
+            deepstack_visual_embeds=deepstack,
+            **{self._cache_arg: kv},
+        )
+        times.prefill_seconds += time.perf_counter() - started
+        times.prefill_tokens += end - start
+
+    def _image_features(self, inputs, index: int, span: ImageSpan, settings, times):
+        """(merged features, deepstack features) of image ``index``, from the cache or the vision tower."""
+        cached = self.vision_cache.lookup(span.key) if settings.cache_images else None
+        if cached is not None:
+            times.images_cached += 1
+            return cached
+        grids = inputs["image_grid_thw"]
+        rows = grids.prod(-1).tolist()
+        first = sum(rows[:index])
+        pixels = inputs["pixel_values"][first : first + rows[index]]
+        started = time.perf_counter()
+        visual = self.model.model.visual
+        output = visual(pixels.to(visual.dtype), grid_thw=grids[index : index + 1])
+        if isinstance(output, tuple):  # transformers 4.57 returns (merged, deepstack)
+            merged, deepstack = output[0], output[1]
+        else:
+            merged, deepstack = output.pooler_output, output.deepstack_features
+        features = (merged, tuple(deepstack))
+        times.vision_seconds += time.perf_counter() - started
+        times.images_encoded += 1
+        if settings.cache_images:
+            self.vision_cache.put(span.key, features)
+        return features
+
+    def _new_kv(self):
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.model.config)
+
+    def _copy_kv(self, source, length: int):
+        """A new KV cache holding the first ``length`` positions of ``source``. ``source`` stays untouched: a
+        dynamic cache grows by concatenation, which copies, and never writes into the tensors it was given."""
+        kv = self._new_kv()
+        for layer, (keys, values) in enumerate(_kv_tensors(source)):
+            kv.update(keys[:, :, :length], values[:, :, :length], layer)
+        return kv
+
+
+def mrope_positions(length: int, spans: list[ImageSpan], grids, merge: int):
+    """Qwen3-VL's 3-D rotary positions (temporal, height, width) for a whole prompt, and the offset
+    between position and index after the last image ("rope delta"), which decoding continues from.
+
+    Text advances all three by one per token; an image's tokens take its grid coordinates, and the text
+    after it starts past the image's larger side.
+    """
+    import torch
+
+    pieces, position, cursor = [], 0, 0
+    grid_list = grids.tolist() if grids is not None else []
+    if len(grid_list) != len(spans):
+        raise GenerationError(f"The prompt has {len(spans)} images but the processor prepared {len(grid_list)}.")
+    for span, (t, h, w) in zip(spans, grid_list):
+        text = span.start - cursor
+        pieces.append(torch.arange(position, position + text).expand(3, -1))
+        position += text
+        rows, cols = h // merge, w // merge
+        if span.end - span.start != t * rows * cols:
+            raise GenerationError("An image's placeholder tokens do not match its grid; the processor and the model disagree.")
+        temporal = torch.arange(t).repeat_interleave(rows * cols)
+        height = torch.arange(rows).repeat_interleave(cols).repeat(t)
+        width = torch.arange(cols).repeat(t * rows)
+        pieces.append(torch.stack([temporal, height, width]) + position)
+        position += max(rows, cols)
+        cursor = span.end
+    pieces.append(torch.arange(position, position + length - cursor).expand(3, -1))
+    position += length - cursor
+    return torch.cat(pieces, dim=1), position - length
+
+
+def _kv_tensors(kv) -> list[tuple[Any, Any]]:
+    return [(layer.keys, layer.values) for layer in kv.layers]
+
+
+def _kv_bytes(kv) -> int:
+    return sum(keys.nbytes + values.nbytes for keys, values in _kv_tensors(kv))

@@ -1,0 +1,233 @@
+"""Work kept across calls: the vision tower's output per image, and the KV cache of recent prompts.
+
+An agent question is many model calls over the same few images and the same long system prompt. Two
+bounded caches let a call skip what an earlier one already computed:
+
+- ``VisionCache``: the vision tower's features (for Qwen3-VL also the deepstack features) per image,
+  keyed by the image's content hash and pixel budget. The cache lives on one runtime, so the model and
+  the engine are part of every key by construction.
+- ``PrefixCache``: the KV cache of recent prompts (with their replies) and the tokens and images they
+  hold. A new prompt reuses the longest shared prefix and prefills only what follows it. Two prompts
+  whose tokens agree but whose images differ share nothing from the first differing image on: image
+  placeholders are the same token whatever the picture, so images are compared by their keys.
+
+Both are bounded in bytes and evict the least recently used entry first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+_KEY_INFO = "qwenvl_key"
+
+
+def image_key(image: Image.Image) -> str:
+    """A hash of the decoded pixels, computed once per image object and kept in ``image.info``."""
+    key = image.info.get(_KEY_INFO)
+    if key is None:
+        digest = hashlib.blake2b(image.tobytes(), digest_size=16)
+        digest.update(f"{image.mode}{image.size}".encode())
+        key = digest.hexdigest()
+        image.info[_KEY_INFO] = key
+    return key
+
+
+@dataclass(frozen=True)
+class ImageSpan:
+    """Where one image's placeholder tokens sit in a prompt, and which image (at which budget) it is."""
+
+    start: int
+    end: int
+    key: Any
+
+
+def find_image_spans(tokens: Sequence[int], image_token_id: int, keys: Sequence[Any]) -> list[ImageSpan]:
+    """The runs of image placeholder tokens in ``tokens``, in order, each with the key of its image."""
+    spans: list[ImageSpan] = []
+    index, length = 0, len(tokens)
+    while index < length:
+        if tokens[index] != image_token_id:
+            index += 1
+            continue
+        start = index
+        while index < length and tokens[index] == image_token_id:
+            index += 1
+        if len(spans) >= len(keys):
+            raise ValueError(f"The prompt holds more image placeholders than the {len(keys)} images given.")
+        spans.append(ImageSpan(start, index, keys[len(spans)]))
+    if len(spans) != len(keys):
+        raise ValueError(f"The prompt holds {len(spans)} image placeholders for {len(keys)} images.")
+    return spans
+
+
+class _BoundedLRU:
+    """An LRU map whose values have a size in bytes; the total stays under ``max_bytes``."""
+
+    def __init__(self, max_bytes: int, size_of: Callable[[Any], int]):
+        self.max_bytes = max(0, int(max_bytes))
+        self._size_of = size_of
+        self._items: OrderedDict[Any, tuple[Any, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                return None
+            self._items.move_to_end(key)
+            return item[0]
+
+    def put(self, key: Any, value: Any) -> None:
+        size = self._size_of(value)
+        with self._lock:
+            self._remove(key)
+            if size > self.max_bytes:
+                return
+            self._items[key] = (value, size)
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                self._remove(next(iter(self._items)))
+
+    def remove(self, key: Any) -> None:
+        with self._lock:
+            self._remove(key)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+    def items(self) -> list[tuple[Any, Any]]:
+        with self._lock:
+            return [(key, value) for key, (value, _) in self._items.items()]
+
+    def _remove(self, key: Any) -> None:
+        item = self._items.pop(key, None)
+        if item is not None:
+            self._bytes -= item[1]
+
+
+def tensor_bytes(value: Any) -> int:
+    """Bytes held by the tensors (or numpy arrays) in ``value``, looking into lists, tuples and dicts."""
+    if hasattr(value, "nbytes"):
+        return int(value.nbytes)
+    if hasattr(value, "element_size") and hasattr(value, "nelement"):
+        return int(value.element_size() * value.nelement())
+    if isinstance(value, dict):
+        return sum(tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(tensor_bytes(v) for v in value)
+    return 0
+
+
+class VisionCache(_BoundedLRU):
+    """Vision-tower outputs per image, at most ``max_mb`` megabytes. Keys come from ``ImageSpan.key``."""
+
+    def __init__(self, max_mb: float = 512):
+        super().__init__(int(max_mb * 2**20), tensor_bytes)
+        self.hits = 0
+        self.misses = 0
+
+    def lookup(self, key: Any) -> Any:
+        value = self.get(key)
+        if value is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return value
+
+
+@dataclass
+class PrefixEntry:
+    """A KV cache and what it holds: the token ids (a 1-D list) and the images among them."""
+
+    tokens: list[int]
+    spans: tuple[ImageSpan, ...]
+    kv: Any
+    nbytes: int
+
+
+class PrefixCache:
+    """The KV caches of recent prompts, at most ``max_mb`` megabytes and ``max_entries`` entries.
+
+    ``match`` finds the entry sharing the longest prefix with a new prompt. Entries are never modified:
+    the engine builds a fresh KV cache from the shared part. A new entry replaces those it extends.
+    """
+
+    def __init__(self, max_mb: float = 1024, max_entries: int = 6):
+        self.max_entries = max_entries
+        self._lru = _BoundedLRU(int(max_mb * 2**20), lambda entry: entry.nbytes)
+        self._next_id = 0
+
+    @property
+    def bytes(self) -> int:
+        return self._lru.bytes
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+    def match(self, tokens: Sequence[int], spans: Sequence[ImageSpan], limit: int) -> tuple[PrefixEntry | None, int]:
+        """The entry with the longest reusable prefix of ``tokens`` and that prefix's length (at most
+        ``limit``). A prefix never ends inside an image, and never covers an image the entry does not hold."""
+        best, best_length = None, 0
+        for entry_id, entry in self._lru.items():
+            length = shared_prefix(entry.tokens, entry.spans, tokens, spans, limit)
+            if length > best_length:
+                best, best_length = (entry_id, entry), length
+        if best is None:
+            return None, 0
+        self._lru.get(best[0])  # mark as recently used
+        return best[1], best_length
+
+    def add(self, entry: PrefixEntry) -> None:
+        """Keep ``entry``; entries whose tokens and images it extends are dropped, being of no more use."""
+        for entry_id, old in self._lru.items():
+            if _extends(entry, old):
+                self._lru.remove(entry_id)
+        self._next_id += 1
+        self._lru.put(self._next_id, entry)
+        while len(self._lru) > self.max_entries:
+            oldest = self._lru.items()[0][0]
+            self._lru.remove(oldest)
+
+    def clear(self) -> None:
+        self._lru.clear()
+
+
+def shared_prefix(
+    old_tokens: Sequence[int], old_spans: Sequence[ImageSpan], tokens: Sequence[int], spans: Sequence[ImageSpan], limit: int
+) -> int:
+    """Length of the prefix two prompts share, counting an image as shared only if it is the same image."""
+    most = min(len(old_tokens), len(tokens), limit)
+    length = 0
+    while length < most and old_tokens[length] == tokens[length]:
+        length += 1
+    old_by_start = {span.start: span for span in old_spans}
+    for span in spans:
+        if span.start >= length:
+            break
+        old = old_by_start.get(span.start)
+        if old is None or old.key != span.key or old.end != span.end or span.end > length:
+            return span.start
+    return length
+
+
+def _extends(new: PrefixEntry, old: PrefixEntry) -> bool:
+    return len(old.tokens) <= len(new.tokens) and shared_prefix(
+        new.tokens, new.spans, old.tokens, old.spans, len(old.tokens)
+    ) == len(old.tokens)
