@@ -1,4 +1,5 @@
-"""The ``qwenvl`` command: ``ask`` questions about files, ``ui`` opens the assistant page, ``download`` the weights."""
+"""The ``qwenvl`` command: ``ask`` questions about files, ``ui`` opens the assistant page, ``download`` the
+weights (and export them for OpenVINO), ``bench`` measures the engines."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .vlm.runtime import DEFAULT_MODEL, DTYPES
+from .vlm.openvino_export import WEIGHTS
+from .vlm.runtime import DEFAULT_MODEL, DTYPES, ENGINES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,15 +44,26 @@ def _parser() -> argparse.ArgumentParser:
     ui.add_argument("--max-steps", type=int, default=8, help="most planner steps (default 8)")
     ui.set_defaults(run=_ui)
 
-    download = commands.add_parser("download", help="download the weights into the Hugging Face cache")
+    download = commands.add_parser("download", help="download the weights (and export them for OpenVINO) ahead of time")
     download.add_argument("model", nargs="?", default=DEFAULT_MODEL)
     download.add_argument("--revision")
+    download.add_argument("--engine", default="torch", choices=("torch", "openvino"), help="openvino: also export the IR")
+    download.add_argument("--weights", default="int8", choices=WEIGHTS, help="OpenVINO weights (default int8)")
     download.set_defaults(run=_download)
+
+    bench = commands.add_parser("bench", help="measure the engines on a full-size random-weight model")
+    bench.add_argument("--quick", action="store_true", help="fewer pipelines and calls: a few minutes")
+    bench.add_argument("--pipelines", nargs="+", choices=("naive", "torch", "openvino-int8", "openvino-int4"))
+    bench.add_argument("--no-agent", action="store_true", help="skip the realistic agent question")
+    bench.add_argument("--output", default="docs/PERFORMANCE.md", help="where to write the report")
+    bench.set_defaults(run=_bench)
     return parser
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=os.environ.get("QWENVL_MODEL", DEFAULT_MODEL), help="hub id or local folder")
+    parser.add_argument("--engine", default="auto", choices=ENGINES, help="auto: OpenVINO where installed, else torch")
+    parser.add_argument("--weights", default="int8", choices=WEIGHTS, help="OpenVINO weights: int8 (quality) or int4 (speed)")
     parser.add_argument("--dtype", default="auto", choices=DTYPES)
     parser.add_argument("--max-image-tokens", type=int, default=None, help="visual tokens per image at most")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="longest planner reply in tokens")
@@ -65,7 +78,7 @@ def _ask(args: argparse.Namespace) -> int:
     if missing:
         print(f"error: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
-    settings: dict[str, Any] = {"model": args.model, "dtype": args.dtype}
+    settings: dict[str, Any] = {"model": args.model, "engine": args.engine, "weights": args.weights, "dtype": args.dtype}
     if args.max_image_tokens:
         settings["max_image_tokens"] = args.max_image_tokens
     if args.max_new_tokens:
@@ -175,6 +188,8 @@ def _ui(args: argparse.Namespace) -> int:
         "--client.toolbarMode", "minimal",
         "--",
         "--model", args.model,
+        "--engine", args.engine,
+        "--weights", args.weights,
         "--dtype", args.dtype,
         "--max-steps", str(args.max_steps),
     ]
@@ -187,16 +202,26 @@ def _ui(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from .vlm.errors import ModelNotAvailableError
+    from .vlm.errors import QwenVLError
+    from .vlm.openvino_export import ensure_exported, is_openvino_ir
     from .vlm.runtime import resolve_model_path
 
     try:
         path = resolve_model_path(args.model, args.revision)
-    except ModelNotAvailableError as exc:
+        if args.engine == "openvino" and not is_openvino_ir(path):
+            path = ensure_exported(path, args.weights)
+    except QwenVLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"{args.model} is ready in {path}")
     return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench.main import run_bench
+
+    results = run_bench(quick=args.quick, pipelines=args.pipelines, agent=not args.no_agent, output=Path(args.output))
+    return 1 if any("error" in value for value in results.values()) else 0
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from qwenvl_agent.agent.api import new_thread_id
 from qwenvl_agent.tools import ImageStore
 from qwenvl_agent.vlm import DEFAULT_MODEL, ChatQwenVL, VLMRuntime, load_runtime
 from qwenvl_agent.vlm.errors import ImageInputError
-from qwenvl_agent.vlm.runtime import loaded_runtimes, resolve_dtype
+from qwenvl_agent.vlm.runtime import loaded_runtimes, resolve_dtype, resolve_engine
 
 from .render import Turn, thumbnail
 
@@ -53,6 +53,8 @@ class Settings:
 
     model: str = DEFAULT_MODEL
     dtype: str = "auto"
+    engine: str = "auto"
+    weights: str = "int8"
     max_image_tokens: int = 1024
     max_new_tokens: int = 512
     max_steps: int = 8
@@ -65,11 +67,15 @@ def launch_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--model", default=environ.get(MODEL_ENV) or DEFAULT_MODEL)
     parser.add_argument("--dtype", default=Settings.dtype)
+    parser.add_argument("--engine", default=Settings.engine)
+    parser.add_argument("--weights", default=Settings.weights)
     parser.add_argument("--max-image-tokens", type=int, default=Settings.max_image_tokens)
     parser.add_argument("--max-new-tokens", type=int, default=Settings.max_new_tokens)
     parser.add_argument("--max-steps", type=int, default=Settings.max_steps)
     args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    return Settings(args.model, args.dtype, args.max_image_tokens, args.max_new_tokens, args.max_steps)
+    return Settings(
+        args.model, args.dtype, args.engine, args.weights, args.max_image_tokens, args.max_new_tokens, args.max_steps
+    )
 
 
 # The model, once per process
@@ -77,20 +83,25 @@ def launch_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str
 
 def is_loaded(settings: Settings) -> bool:
     """Whether this model is already in memory (then the page shows no loading status)."""
-    dtype = resolve_dtype(settings.dtype)
-    return any(r.model_id == settings.model and r.dtype == dtype for r in loaded_runtimes())
+    engine = resolve_engine(settings.engine)
+    precision = settings.weights if engine == "openvino" else resolve_dtype(settings.dtype)
+    return any(
+        r.model_id == settings.model and r.engine_name == engine and r.dtype == precision for r in loaded_runtimes()
+    )
 
 
 @st.cache_resource(show_spinner=False)
-def shared_runtime(model: str, dtype: str) -> VLMRuntime:
+def shared_runtime(model: str, dtype: str, engine: str = "auto", weights: str = "int8") -> VLMRuntime:
     """The loaded model, shared by every browser session of this process."""
-    return load_runtime(model, None, dtype)
+    return load_runtime(model, None, dtype, engine=engine, weights=weights)
 
 
 def vision_model(settings: Settings) -> ChatQwenVL:
     """The model behind the tools (and by default the planner): cheap to build, the weights are shared."""
     return ChatQwenVL(
         model=settings.model,
+        engine=settings.engine,
+        weights=settings.weights,
         dtype=settings.dtype,
         max_tokens=settings.max_new_tokens,
         max_image_tokens=settings.max_image_tokens,

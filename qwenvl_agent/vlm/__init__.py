@@ -1,7 +1,7 @@
 """The model runtime: load Qwen3-VL on the CPU, bound image tokens, generate, and ChatQwenVL over it."""
 
 from .chat_model import ChatQwenVL
-from .errors import BusyError, GenerationError, ImageInputError, ModelNotAvailableError, QwenVLError
+from .errors import BusyError, EngineError, GenerationError, ImageInputError, ModelNotAvailableError, QwenVLError
 from .generation import GenerationSettings, GenerationStats, Prompt
 from .images import load_image
 from .runtime import DEFAULT_MODEL, VLMRuntime, load_runtime, resolve_dtype
@@ -10,6 +10,7 @@ from .tool_calls import parse_tool_calls
 __all__ = [
     "DEFAULT_MODEL",
     "BusyError",
+    "EngineError",
     "ChatQwenVL",
     "GenerationError",
     "GenerationSettings",

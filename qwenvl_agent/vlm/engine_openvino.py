@@ -91,7 +91,7 @@ def load_openvino_model(ir_path: Path, precision: str, num_threads: int | None) 
     require_openvino()
     from optimum.intel import OVModelForVisualCausalLM
 
-    _check_model_type(ir_path)
+    check_model_type(ir_path)
     ov_config: dict[str, str] = {"PERFORMANCE_HINT": "LATENCY", "CACHE_DIR": str(_compile_cache(ir_path))}
     if num_threads:
         ov_config["INFERENCE_NUM_THREADS"] = str(num_threads)
@@ -106,7 +106,8 @@ def load_openvino_model(ir_path: Path, precision: str, num_threads: int | None) 
         ) from exc
 
 
-def _check_model_type(ir_path: Path) -> None:
+def check_model_type(ir_path: Path) -> None:
+    """``EngineError`` unless the IR in ``ir_path`` is of a Qwen3-VL model."""
     import json
 
     try:

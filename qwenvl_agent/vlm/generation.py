@@ -111,7 +111,7 @@ def build_inputs(runtime, prompt: Prompt, settings: GenerationSettings):
     keys: list[Any] = []
     if prompt.images:
         budget = pixel_budget(settings.max_image_tokens, settings.min_image_tokens)
-        kwargs = {"images": prompt.images, **budget}
+        kwargs = {"images": prompt.images, **_budget_arguments(budget)}
         keys = [(image_key(image), budget["min_pixels"], budget["max_pixels"]) for image in prompt.images]
     try:
         inputs = processor(text=[text], return_tensors="pt", **kwargs)
@@ -122,6 +122,16 @@ def build_inputs(runtime, prompt: Prompt, settings: GenerationSettings):
     image_token_id = runtime.model.config.image_token_id
     spans = find_image_spans(inputs["input_ids"][0].tolist(), image_token_id, keys)
     return inputs.to(runtime.engine.device), spans
+
+
+def _budget_arguments(budget: dict[str, int]) -> dict[str, Any]:
+    """The pixel budget as the installed processor takes it: transformers 5 reads a per-call ``size`` (and
+    deprecates ``min_pixels``/``max_pixels``), 4.57 reads only ``min_pixels``/``max_pixels``."""
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        return {"images_kwargs": {"size": {"shortest_edge": budget["min_pixels"], "longest_edge": budget["max_pixels"]}}}
+    return dict(budget)
 
 
 class _Run:

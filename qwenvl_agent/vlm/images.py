@@ -34,8 +34,7 @@ def tokens_to_pixels(tokens: int) -> int:
 
 
 def pixel_budget(max_image_tokens: int, min_image_tokens: int | None = None) -> dict[str, int]:
-    """The processor's ``min_pixels``/``max_pixels`` arguments for a budget given in visual tokens (every
-    transformers version honours these; 4.57 ignores a per-call ``size``)."""
+    """The smallest and largest pixel count of an image for a budget given in visual tokens."""
     if max_image_tokens < 1:
         raise ValueError(f"max_image_tokens must be at least 1, got {max_image_tokens}")
     low = 4 if min_image_tokens is None else min_image_tokens

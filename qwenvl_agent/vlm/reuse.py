@@ -178,6 +178,10 @@ class PrefixCache:
     def bytes(self) -> int:
         return self._lru.bytes
 
+    @property
+    def max_bytes(self) -> int:
+        return self._lru.max_bytes
+
     def __len__(self) -> int:
         return len(self._lru)
 

@@ -111,26 +111,31 @@ def load_runtime(
     model_ref = str(model)
     precision = weights if resolved_engine == "openvino" else resolved_dtype
     key = (_cache_key_model(model_ref), revision, resolved_engine, precision, resolved_dtype)
+    fell_back = ("fell back to torch", *key)  # where "auto" settled on torch after OpenVINO failed
     with _cache_lock:
+        if engine == "auto" and fell_back in _cache:
+            return _cache[fell_back]
         if key in _cache:
             return _cache[key]
         key_lock = _key_locks.setdefault(key, threading.Lock())
     with key_lock:  # two first callers must not load the same weights twice
-        if key not in _cache:
-            options = _Options(resolved_dtype, weights, num_threads, max_waiting, vision_cache_mb, prefix_cache_mb)
-            try:
-                runtime = _load(model_ref, revision, resolved_engine, options)
-            except EngineError as exc:
-                if engine != "auto" or resolved_engine != "openvino":
-                    raise
-                log.warning("The OpenVINO engine is not available, using torch: %s", str(exc).splitlines()[0])
-                runtime = load_runtime(
-                    model, revision, dtype, engine="torch", num_threads=num_threads, max_waiting=max_waiting,
-                    vision_cache_mb=vision_cache_mb, prefix_cache_mb=prefix_cache_mb,
-                )
-            with _cache_lock:
-                _cache[key] = runtime
-    return _cache[key]
+        if key in _cache or (engine == "auto" and fell_back in _cache):
+            return _cache.get(key) or _cache[fell_back]
+        options = _Options(resolved_dtype, weights, num_threads, max_waiting, vision_cache_mb, prefix_cache_mb)
+        try:
+            runtime = _load(model_ref, revision, resolved_engine, options)
+        except EngineError as exc:
+            if engine != "auto" or resolved_engine != "openvino":
+                raise
+            log.warning("The OpenVINO engine is not available, using torch: %s", str(exc).splitlines()[0])
+            runtime = load_runtime(
+                model, revision, dtype, engine="torch", num_threads=num_threads, max_waiting=max_waiting,
+                vision_cache_mb=vision_cache_mb, prefix_cache_mb=prefix_cache_mb,
+            )
+            key = fell_back
+        with _cache_lock:
+            _cache[key] = runtime
+    return runtime
 
 
 def resolve_engine(engine: str) -> str:
@@ -291,9 +296,11 @@ def _load_torch(model_ref: str, revision: str | None, path: Path, options: _Opti
 def _load_openvino(model_ref: str, revision: str | None, path: Path, options: _Options) -> VLMRuntime:
     from transformers import AutoProcessor
 
-    from .engine_openvino import OpenVINOEngine, load_openvino_model
+    from .engine_openvino import OpenVINOEngine, check_model_type, load_openvino_model
     from .openvino_export import require_openvino
 
+    if is_openvino_ir(path):
+        check_model_type(path)
     require_openvino()
     ir_path = path if is_openvino_ir(path) else ensure_exported(path, options.weights)
     log.info("Loading %s (OpenVINO, %s weights) from %s", model_ref, options.weights, ir_path)

@@ -1,0 +1,134 @@
+"""The realistic agent benchmark: the seed's own question, end to end through the real ``DocumentAssistant``.
+
+An invoice screenshot and a quarterly sales bar chart; "What is the invoice total, and is it more than
+the best quarter in the chart?". The planner and the tools run on one ``ChatQwenVL``. The full-size
+model has random weights, so each reply is forced, through the real model, to a realistic one of a
+realistic length: the planner's tool calls about 40 tokens, the OCR reply about 300, the chart about
+200, the answer about 80. Every generation's timings (vision, prefill, decode, reused tokens) are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from langchain_core.callbacks import BaseCallbackHandler
+
+from .documents import INVOICE_TOTAL, QUARTERS, invoice_screenshot, sales_chart
+from .worker import log, shrink_like_the_seed
+
+QUESTION = "What is the invoice total, and is it more than the best quarter in the chart?"
+
+PIPELINES = {
+    "naive": {"engine": "torch", "dtype": "float32", "reuse": False, "seed_images": True},
+    "torch": {"engine": "torch", "dtype": "auto", "reuse": True, "seed_images": False},
+    "openvino-int4": {"engine": "openvino", "weights": "int4", "reuse": True, "seed_images": False},
+    "openvino-int8": {"engine": "openvino", "weights": "int8", "reuse": True, "seed_images": False},
+}
+
+
+def _call(thought: str, name: str, arguments: dict[str, Any]) -> str:
+    return f"{thought}\n<tool_call>\n{json.dumps({'name': name, 'arguments': arguments})}\n</tool_call>"
+
+
+def scripted_texts() -> list[str]:
+    """The five replies of the run, in the order the model is called."""
+    ocr_lines = [
+        "INVOICE", "Invoice code: 044031900111", "Invoice No.: 12345678", "Date: 2026-03-14", "Due: 2026-04-13",
+        "Buyer: ACME Trading Ltd., 88 Harbour Road, Shenzhen",
+        "Seller: Northwind Components Co., 12 Lake Street, Hangzhou", "",
+        "| Item | Qty | Unit price | Tax rate | Amount |", "| --- | --- | --- | --- | --- |",
+        "| Industrial sensor kit | 40 | 12,500.00 | 13% | 500,000.00 |",
+        "| Control board v2 | 120 | 3,200.00 | 13% | 384,000.00 |",
+        "| Cable assembly, 5 m | 300 | 420.00 | 13% | 126,000.00 |",
+        "| Installation service | 1 | 82,584.07 | 6% | 82,584.07 |", "",
+        "Subtotal: 1,092,584.07", "Tax: 141,975.93", f"Total (CNY): {INVOICE_TOTAL}", "",
+        "Payment: bank transfer within 30 days. Thank you for your business.",
+    ]
+    chart = {
+        "chart_type": "bar",
+        "title": "Quarterly sales 2025 (million CNY)",
+        "x_axis": {"label": "Quarter", "unit": None},
+        "y_axis": {"label": "Sales", "unit": "million CNY"},
+        "categories": list(QUARTERS),
+        "series": [{"name": "Sales 2025", "values": list(QUARTERS.values())}],
+        "answer": "Q3 is the best quarter with 1.2 million CNY, up from 0.9 million in Q2 (+33.3%); Q1 is the "
+        "lowest with 0.8 million; Q4 is 1.0 million.",
+    }
+    answer = (
+        f"The invoice total is {INVOICE_TOTAL} CNY (from ocr_image on img-1). The best quarter in the chart is Q3 "
+        "with 1.2 million CNY (from read_chart on img-2). 1,234,560.00 is more than 1,200,000.00, by 34,560.00 "
+        "CNY, so yes: the invoice total is higher than the best quarter's sales."
+    )
+    return [
+        _call("I will read the invoice first to find its total.", "ocr_image", {"image_id": "img-1"}),
+        "\n".join(ocr_lines * 2),
+        _call("Now I need the best quarter from the chart.", "read_chart", {"image_id": "img-2", "question": "Which quarter is highest?"}),
+        json.dumps(chart, indent=2),
+        answer,
+    ]
+
+
+class _Timings(BaseCallbackHandler):
+    """Collects the timings ChatQwenVL reports for each generation."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def on_llm_end(self, response, **kwargs: Any) -> None:
+        message = response.generations[0][0].message
+        timings = dict(message.response_metadata.get("timings", {}))
+        usage = message.usage_metadata or {}
+        total = message.response_metadata.get("generation_seconds", 0.0)
+        first = timings.get("first_token_seconds") or total
+        timings.update(
+            seconds=total,
+            decode_seconds=max(0.0, total - first),
+            input_tokens=usage.get("input_tokens"),
+            output_tokens=usage.get("output_tokens"),
+        )
+        self.calls.append(timings)
+
+
+def run_agent_scenario(pipeline: str, checkpoint: str) -> dict[str, Any]:
+    from qwenvl_agent.agent import DocumentAssistant
+    from qwenvl_agent.vlm import ChatQwenVL
+    from qwenvl_agent.vlm.testing import scripted_replies
+
+    options = PIPELINES[pipeline]
+    timings = _Timings()
+    started = time.perf_counter()
+    llm = ChatQwenVL(
+        model=checkpoint,
+        engine=options["engine"],
+        weights=options.get("weights", "int8"),
+        dtype=options.get("dtype", "auto"),
+        cache_images=options["reuse"],
+        reuse_prefix=options["reuse"],
+        callbacks=[timings],
+    )
+    runtime = llm.runtime
+    load_s = time.perf_counter() - started
+    log(f"[agent {pipeline}] loaded in {load_s:.1f}s ({runtime.label})")
+    images = [invoice_screenshot(), sales_chart()]
+    if options["seed_images"]:
+        images = [shrink_like_the_seed(image) for image in images]
+    assistant = DocumentAssistant(llm)
+    texts = scripted_texts()
+    started = time.perf_counter()
+    with scripted_replies(runtime, texts) as left:
+        result = assistant.ask(QUESTION, images=images)
+    seconds = time.perf_counter() - started
+    names = ["planner: call ocr_image", "ocr_image", "planner: call read_chart", "read_chart", "planner: answer"]
+    for name, call in zip(names, timings.calls):
+        call["step"] = name
+    log(f"[agent {pipeline}] {seconds:.1f}s end to end, {len(result.steps)} tool steps, replies left {len(left)}")
+    return {
+        "load_s": load_s,
+        "agent_s": seconds,
+        "steps": [{"tool": s.tool, "seconds": s.seconds, "is_error": s.is_error} for s in result.steps],
+        "generations": timings.calls,
+        "answer": result.answer,
+        "label": runtime.label,
+    }

@@ -1,0 +1,136 @@
+"""Engines: choosing one, OpenVINO's export cache, and clear errors when an engine cannot run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qwenvl_agent.vlm import ChatQwenVL, EngineError, load_runtime
+from qwenvl_agent.vlm import openvino_export, runtime as runtime_module
+from qwenvl_agent.vlm.openvino_export import export_folder, openvino_available
+
+needs_openvino = pytest.mark.skipif(not openvino_available(), reason="OpenVINO is not installed")
+
+
+def test_unknown_constructor_arguments_are_an_error_that_names_them():
+    with pytest.raises(ValueError) as info:
+        ChatQwenVL(engin="openvino", max_token=5)
+    message = str(info.value)
+    assert "'engin' (did you mean 'engine'?)" in message
+    assert "'max_token' (did you mean 'max_tokens'?)" in message
+    ChatQwenVL(engine="torch", weights="int4", max_new_tokens=5, stop_sequences=["x"])  # fields and aliases pass
+
+
+def test_engine_and_weights_are_validated(tiny_model):
+    with pytest.raises(ValueError, match="engine must be one of auto, torch, openvino"):
+        load_runtime(tiny_model, engine="tensorrt")
+    with pytest.raises(ValueError, match="weights must be one of int8, int4"):
+        load_runtime(tiny_model, engine="openvino", weights="int2")
+
+
+def test_openvino_requested_but_not_installed_names_the_fix(tmp_path, monkeypatch):
+    from qwenvl_agent.vlm.testing import make_tiny_checkpoint
+
+    model = str(make_tiny_checkpoint(tmp_path / "model"))  # not loaded by another test
+    monkeypatch.setattr(openvino_export, "openvino_available", lambda: False)
+    with pytest.raises(EngineError, match=r"pip install 'qwenvl-agent\[openvino\]'"):
+        load_runtime(model, engine="openvino")
+
+
+def test_auto_falls_back_to_torch_with_a_one_line_warning(tiny_model, monkeypatch, caplog):
+    def broken_export(*args, **kwargs):
+        raise EngineError("Exporting failed: the exporter crashed.\nTraceback (most recent call last): …")
+
+    monkeypatch.setattr(runtime_module, "openvino_available", lambda: True)
+    monkeypatch.setattr(runtime_module, "_load_openvino", broken_export)
+    with caplog.at_level(logging.WARNING, logger="qwenvl_agent.vlm.runtime"):
+        runtime = load_runtime(tiny_model, engine="auto", weights="int4")
+    assert runtime.engine_name == "torch"
+    assert runtime is load_runtime(tiny_model, engine="torch")  # the same copy of the weights, not a second one
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "\n" not in warnings[0] and "using torch" in warnings[0]
+    assert "Exporting failed" in warnings[0]
+
+
+def test_auto_does_not_hide_a_broken_export_when_openvino_is_asked_for(tiny_model, monkeypatch):
+    def broken_export(*args, **kwargs):
+        raise EngineError("Exporting failed.")
+
+    monkeypatch.setattr(runtime_module, "_load_openvino", broken_export)
+    with pytest.raises(EngineError, match="Exporting failed"):
+        load_runtime(tiny_model, engine="openvino", weights="int4", num_threads=1)
+
+
+def fake_ir(folder: Path, model_type: str) -> Path:
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": model_type}))
+    (folder / "openvino_language_model.xml").write_text("<net/>")
+    return folder
+
+
+def test_an_ir_of_another_model_is_refused_by_name(tmp_path):
+    folder = fake_ir(tmp_path / "llava-ov", "llava")
+    with pytest.raises(EngineError, match="of a 'llava' model, not Qwen3-VL"):
+        load_runtime(str(folder), engine="openvino")
+
+
+def test_the_torch_engine_on_an_ir_folder_says_to_use_openvino(tmp_path):
+    folder = fake_ir(tmp_path / "qwen-ov", "qwen3_vl")
+    with pytest.raises(EngineError, match="engine='openvino'"):
+        load_runtime(str(folder), engine="torch")
+
+
+def test_an_exporter_that_refuses_this_transformers_is_reported_with_the_fix(monkeypatch):
+    import transformers
+
+    monkeypatch.setattr(transformers, "__version__", "5.24.0")
+    with pytest.raises(EngineError) as info:
+        openvino_export._check_exporter_version()
+    assert "5.24.0" in str(info.value) and "qwenvl-agent[openvino]" in str(info.value)
+
+
+def test_the_export_folder_changes_when_the_checkpoint_does(tmp_path):
+    from qwenvl_agent.vlm.testing import make_tiny_checkpoint
+
+    source = make_tiny_checkpoint(tmp_path / "model")
+    before = export_folder(source, "int8")
+    assert before != export_folder(source, "int4")
+    (source / "config.json").write_text((source / "config.json").read_text() + "\n")
+    assert export_folder(source, "int8") != before
+
+
+@needs_openvino
+def test_openvino_exports_once_then_loads_from_the_cache(tiny_model):
+    runtime = load_runtime(tiny_model, engine="openvino", weights="int8")
+    assert runtime.engine_name == "openvino" and runtime.dtype == "int8" and runtime.label == "OpenVINO int8"
+    ir = export_folder(Path(tiny_model), "int8")
+    assert runtime.path == ir and (ir / "openvino_language_model.xml").is_file()
+    assert any((ir / "compiled").iterdir()), "OpenVINO's compiled-model cache is beside the IR"
+    stamp = (ir / "openvino_language_model.bin").stat().st_mtime_ns
+    assert openvino_export.ensure_exported(Path(tiny_model), "int8") == ir
+    assert (ir / "openvino_language_model.bin").stat().st_mtime_ns == stamp
+
+
+@needs_openvino
+def test_a_folder_holding_an_ir_loads_directly(tiny_model):
+    ir = openvino_export.ensure_exported(Path(tiny_model), "int8")
+    runtime = load_runtime(str(ir), engine="auto")
+    assert runtime.engine_name == "openvino" and runtime.path == ir
+    reply = ChatQwenVL(model=str(ir), max_tokens=3).invoke("hi")
+    assert reply.usage_metadata["output_tokens"] <= 3
+
+
+@needs_openvino
+def test_download_exports_ahead_of_time_with_int4_weights(tiny_model):
+    command = [sys.executable, "-m", "qwenvl_agent.cli", "download", tiny_model, "--engine", "openvino", "--weights", "int4"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    ir = export_folder(Path(tiny_model), "int4")
+    assert str(ir) in done.stdout and (ir / "qwenvl-export.json").is_file()
+    assert "OpenVINO export" in done.stderr  # the progress bar
+    assert load_runtime(tiny_model, engine="openvino", weights="int4").dtype == "int4"
