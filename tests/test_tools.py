@@ -158,6 +158,21 @@ def test_tools_work_with_any_chat_model_that_takes_images(store):
     assert json.dumps(message.artifact["data"]["rows"]) == '[{"category": "A", "s": 3.0}]'
     (sent,) = seen
     assert [block["type"] for block in sent[0][0].content_blocks] == ["image", "text"]
+    assert sent[0][0].content[0]["base64"] and sent[0][0].content[0]["mime_type"] == "image/png"
+
+
+def test_chatqwenvl_gets_the_stores_image_itself_hashed_once(tiny_runtime, tools, store):
+    """No PNG and base64 round trip for our own model: the store's decoded image goes in as it is, so its
+    content hash (the vision cache's key) is computed once and stays with it."""
+    seen = []
+    tools["describe_image"].vlm.callbacks = [_Recorder(seen)]
+    with scripted_replies(tiny_runtime, ["An invoice.", "An invoice again."]):
+        run(tools["describe_image"], image_id="img-1")
+        key = store.get("img-1").info["qwenvl_key"]
+        run(tools["describe_image"], image_id="img-1")
+    block = seen[0][0][0].content[0]
+    assert block["image"] is store.get("img-1")
+    assert store.get("img-1").info["qwenvl_key"] == key
 
 
 class _Recorder(BaseCallbackHandler):

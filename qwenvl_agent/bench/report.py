@@ -73,7 +73,7 @@ def _single_image_table(results: dict[str, Any], pipelines: list[str], spec: dic
             )
             load = ""
     lines.append("")
-    lines.append("Three questions about one image, one after the other (24 new tokens each, 256 image tokens):")
+    lines.append(f"Three questions about one image, one after the other ({spec['new_tokens']} new tokens each, 256 image tokens):")
     lines.append("")
     lines.append("| pipeline | without reuse | with reuse (vision cache, prompt-prefix reuse) |")
     lines.append("| --- | --- | --- |")

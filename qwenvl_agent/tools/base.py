@@ -22,8 +22,14 @@ from qwenvl_agent.vlm.errors import QwenVLError
 from .store import ImageStore, UnknownImageError
 
 
-def image_block(image: Image.Image) -> dict[str, Any]:
-    """A standard LangChain image content block (PNG, lossless: small print must survive)."""
+def image_block(image: Image.Image, vlm: BaseChatModel | None = None) -> dict[str, Any]:
+    """An image content block for ``vlm``. ChatQwenVL takes the decoded image itself, so nothing is encoded
+    and decoded again and the image keeps the content hash it was given once; other chat models get a
+    standard block (PNG, lossless: small print must survive)."""
+    from qwenvl_agent.vlm.chat_model import ChatQwenVL
+
+    if isinstance(vlm, ChatQwenVL):
+        return {"type": "image", "image": image}
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     return {"type": "image", "base64": base64.b64encode(buffer.getvalue()).decode(), "mime_type": "image/png"}
@@ -70,7 +76,7 @@ class ImageTool(BaseTool):
         """Ask the vision model about one image and return its reply text."""
         if self.vlm is None:
             raise ToolException(f"{self.name} needs a vision chat model; build the tools with make_tools(vlm, store).")
-        message = HumanMessage(content=[image_block(image), {"type": "text", "text": instruction}])
+        message = HumanMessage(content=[image_block(image, self.vlm), {"type": "text", "text": instruction}])
         try:
             reply = self.vlm.invoke([message], **self._model_kwargs())
         except QwenVLError:

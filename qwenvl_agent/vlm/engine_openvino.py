@@ -92,18 +92,52 @@ def load_openvino_model(ir_path: Path, precision: str, num_threads: int | None) 
     from optimum.intel import OVModelForVisualCausalLM
 
     check_model_type(ir_path)
-    ov_config: dict[str, str] = {"PERFORMANCE_HINT": "LATENCY", "CACHE_DIR": str(_compile_cache(ir_path))}
+    ov_config: dict[str, str] = {
+        "PERFORMANCE_HINT": "LATENCY",
+        "CACHE_DIR": str(_compile_cache(ir_path)),
+        # Activations are quantised to int8 on the fly for the int8/int4 matrix products, in groups along
+        # the input channels. Groups of 128 (the int4 weights' own group) prefill 1.3-1.8x faster on a
+        # 2-core Zen 4 than the default 32 (docs/PERFORMANCE.md), at the same decode speed.
+        "DYNAMIC_QUANTIZATION_GROUP_SIZE": "128",
+    }
     if num_threads:
         ov_config["INFERENCE_NUM_THREADS"] = str(num_threads)
     if precision in ("bfloat16", "float32"):
         ov_config["INFERENCE_PRECISION_HINT"] = "bf16" if precision == "bfloat16" else "f32"
     try:
-        return OVModelForVisualCausalLM.from_pretrained(ir_path, device="CPU", ov_config=ov_config)
+        model = OVModelForVisualCausalLM.from_pretrained(ir_path, device="CPU", ov_config=ov_config, compile=False)
+        keep_last_logits(model.language_model.model)
+        model.compile()
+        return model
     except Exception as exc:  # a damaged or incompatible IR: name the folder and the way out
         raise EngineError(
             f"Could not load the OpenVINO IR in {ir_path}: {type(exc).__name__}: {str(exc)[:300]}. Delete that folder "
             "to export it again, or use engine='torch'."
         ) from exc
+
+
+def keep_last_logits(language_model) -> None:
+    """Compute the vocabulary's logits for the last position only. The exported model multiplies every
+    prompt position by the 151,936 x 2048 output matrix, and ``generate`` reads the last row alone: for a
+    1,000-token prompt that is a quarter of the prefill and 600 MB of logits thrown away."""
+    import numpy as np
+    import openvino.opset13 as ops
+
+    result = language_model.output("logits").get_node()
+    head = result.input_value(0).get_node()
+    if head.get_type_name() != "MatMul":
+        log.info("The IR's logits do not come straight from a MatMul; computing them for every position.")
+        return
+    hidden = head.input_value(0)
+    last = ops.slice(
+        hidden,
+        np.array([-1], np.int64),
+        np.array([np.iinfo(np.int64).max], np.int64),
+        np.array([1], np.int64),
+        np.array([1], np.int64),
+    )
+    head.input(0).replace_source_output(last.output(0))
+    language_model.validate_nodes_and_infer_types()
 
 
 def check_model_type(ir_path: Path) -> None:

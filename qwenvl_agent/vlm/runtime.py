@@ -256,8 +256,30 @@ def _load(model_ref: str, revision: str | None, engine: str, options: _Options) 
     path = resolve_model_path(model_ref, revision)
     torch.set_num_threads(options.num_threads or physical_cores())
     if engine == "openvino":
-        return _load_openvino(model_ref, revision, path, options)
-    return _load_torch(model_ref, revision, path, options)
+        runtime = _load_openvino(model_ref, revision, path, options)
+    else:
+        runtime = _load_torch(model_ref, revision, path, options)
+    _warm_up(runtime)
+    return runtime
+
+
+def _warm_up(runtime: VLMRuntime) -> None:
+    """One tiny generation before the runtime is handed out. An engine's first inference prepares its
+    kernels (OpenVINO: seconds for the 2B model, even with its compiled-model cache), which would
+    otherwise make the user's first question the slowest."""
+    import torch
+    from PIL import Image
+
+    from .generation import GenerationSettings, Prompt, StepTimes, build_inputs
+
+    prompt = Prompt(
+        messages=[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hello"}]}],
+        images=[Image.new("RGB", (64, 64), "white")],
+    )
+    settings = GenerationSettings(max_new_tokens=2, max_image_tokens=16, cache_images=False, reuse_prefix=False)
+    inputs, spans = build_inputs(runtime, prompt, settings)
+    with torch.inference_mode():
+        runtime.engine.generate(inputs, spans, settings, {"max_new_tokens": 2, "do_sample": False}, StepTimes())
 
 
 def _load_torch(model_ref: str, revision: str | None, path: Path, options: _Options) -> VLMRuntime:
