@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .tools.ocr import DEFAULT_OCR_ENGINE, OCR_ENGINES
 from .vlm.openvino_export import WEIGHTS
 from .vlm.runtime import DEFAULT_MODEL, DTYPES, ENGINES
 
@@ -35,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     _model_options(ask)
     ask.add_argument("--max-steps", type=int, default=8, help="most planner steps (default 8)")
     ask.add_argument("--json", action="store_true", help="print the result as JSON instead of the steps")
+    _backend_options(ask)
     ask.set_defaults(run=_ask)
 
     ui = commands.add_parser("ui", help="open the Streamlit assistant page")
@@ -42,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=8501)
     ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     ui.add_argument("--max-steps", type=int, default=8, help="most planner steps (default 8)")
+    ui.add_argument("--lock-settings", action="store_true",
+                    help="users of the page cannot change the model or the heavy settings (the default off this machine)")
+    _backend_options(ui)
     ui.set_defaults(run=_ui)
 
     download = commands.add_parser("download", help="download the weights (and export them for OpenVINO) ahead of time")
@@ -50,6 +55,34 @@ def _parser() -> argparse.ArgumentParser:
     download.add_argument("--engine", default="torch", choices=("torch", "openvino"), help="openvino: also export the IR")
     download.add_argument("--weights", default="int8", choices=WEIGHTS, help="OpenVINO weights (default int8)")
     download.set_defaults(run=_download)
+
+    serve = commands.add_parser("serve", help="serve the model over an OpenAI-compatible HTTP API, and the agent")
+    _model_options(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key", default=os.environ.get("QWENVL_API_KEY"), help="require 'Authorization: Bearer KEY' (or $QWENVL_API_KEY)")
+    serve.add_argument("--allow-remote-images", action="store_true", help="fetch http(s) image URLs (public addresses only)")
+    serve.add_argument("--allow-local-files", metavar="DIR", help="let requests name image files inside DIR")
+    serve.add_argument("--max-waiting", type=int, default=3, help="requests that may queue behind the running one (default 3)")
+    serve.add_argument("--max-body-mb", type=float, default=25.0)
+    serve.add_argument("--max-images", type=int, default=8, help="images or files per request")
+    serve.add_argument("--max-image-pixels", type=int, default=40_000_000)
+    serve.add_argument("--max-pdf-pages", type=int, default=20)
+    serve.add_argument("--max-tokens", type=int, default=2048, help="largest max_tokens a request may ask for")
+    serve.set_defaults(run=_serve)
+
+    evaluate = commands.add_parser("eval", help="measure answer quality and speed on the generated evaluation set")
+    evaluate.add_argument("--set", dest="set_name", default="quick", choices=("quick", "full"), help="quick: ~20 items; full: 400")
+    _model_options(evaluate)
+    mode = evaluate.add_mutually_exclusive_group()
+    mode.add_argument("--tools-only", dest="mode", action="store_const", const="tools", help="one tool or model call per item (default)")
+    mode.add_argument("--agent", dest="mode", action="store_const", const="agent", help="questions go through the agent")
+    _backend_options(evaluate)
+    evaluate.add_argument("--lang", nargs="+", default=["en", "zh"], choices=("en", "zh"), help="languages of the documents")
+    evaluate.add_argument("--only", nargs="+", default=["ocr", "chart", "qa"], choices=("ocr", "chart", "qa"), help="tasks to run")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--output", help="folder for summary.md and items.jsonl (default eval-results/SET-TIME)")
+    evaluate.set_defaults(run=_eval, mode="tools")
 
     bench = commands.add_parser("bench", help="measure the engines on a full-size random-weight model")
     bench.add_argument("--quick", action="store_true", help="fewer pipelines and calls: a few minutes")
@@ -60,11 +93,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _backend_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", default="local", choices=("local", "openai"),
+                        help="local: this machine; openai: an OpenAI-compatible server (vLLM, llama.cpp, Ollama, qwenvl serve)")
+    parser.add_argument("--base-url", default=os.environ.get("OPENAI_BASE_URL"), help="the server for --backend openai, e.g. http://127.0.0.1:8000/v1")
+    parser.add_argument("--api-key", help="its key (or $OPENAI_API_KEY)")
+
+
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=os.environ.get("QWENVL_MODEL", DEFAULT_MODEL), help="hub id or local folder")
     parser.add_argument("--engine", default="auto", choices=ENGINES, help="auto: OpenVINO where installed, else torch")
     parser.add_argument("--weights", default="int8", choices=WEIGHTS, help="OpenVINO weights: int8 (quality) or int4 (speed)")
     parser.add_argument("--dtype", default="auto", choices=DTYPES)
+    parser.add_argument(
+        "--ocr-engine", default=DEFAULT_OCR_ENGINE, choices=OCR_ENGINES,
+        help="how ocr_image reads: rapidocr (fast, the default), vlm (the model reads the page), hybrid",
+    )
     parser.add_argument("--max-image-tokens", type=int, default=None, help="visual tokens per image at most")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="longest planner reply in tokens")
 
@@ -78,20 +122,20 @@ def _ask(args: argparse.Namespace) -> int:
     if missing:
         print(f"error: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
-    settings: dict[str, Any] = {"model": args.model, "engine": args.engine, "weights": args.weights, "dtype": args.dtype}
-    if args.max_image_tokens:
-        settings["max_image_tokens"] = args.max_image_tokens
-    if args.max_new_tokens:
-        settings["max_tokens"] = args.max_new_tokens
-    model = ChatQwenVL(**settings)
-    assistant = DocumentAssistant(model, max_steps=args.max_steps)
+    try:
+        model = _chat_model(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    assistant = DocumentAssistant(model, max_steps=args.max_steps, ocr_engine=args.ocr_engine)
     thread_id = new_thread_id()
     try:
         for path in args.files:
             _status(f"Adding {path}")
             assistant.add_images([Path(path)], thread_id, progress=_page_progress(path))
-        _status(f"Loading {args.model} …")
-        _ = model.runtime  # load before the run, so a missing model is reported as such
+        if isinstance(model, ChatQwenVL):
+            _status(f"Loading {args.model} …")
+            _ = model.runtime  # load before the run, so a missing model is reported as such
     except (QwenVLError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -99,6 +143,21 @@ def _ask(args: argparse.Namespace) -> int:
     for event in assistant.stream(args.question, thread_id=thread_id):
         printer.show(event)
     return printer.finish(assistant.store(thread_id))
+
+
+def _chat_model(args: argparse.Namespace):
+    """The chat model the options name: ChatQwenVL here, or ChatOpenAI at --base-url for --backend openai."""
+    from .agent.backends import chat_model
+
+    if args.backend != "local":
+        return chat_model(args.backend, model=args.model, base_url=args.base_url, api_key=args.api_key,
+                          max_tokens=args.max_new_tokens)
+    local: dict[str, Any] = {"engine": args.engine, "weights": args.weights, "dtype": args.dtype}
+    if args.max_image_tokens:
+        local["max_image_tokens"] = args.max_image_tokens
+    if args.max_new_tokens:
+        local["max_tokens"] = args.max_new_tokens
+    return chat_model("local", model=args.model, **local)
 
 
 def _status(text: str) -> None:
@@ -191,14 +250,23 @@ def _ui(args: argparse.Namespace) -> int:
         "--engine", args.engine,
         "--weights", args.weights,
         "--dtype", args.dtype,
+        "--ocr-engine", args.ocr_engine,
+        "--backend", args.backend,
         "--max-steps", str(args.max_steps),
     ]
+    if args.base_url:
+        command += ["--base-url", args.base_url]
+    if args.lock_settings or args.host not in ("127.0.0.1", "localhost", "::1"):
+        command += ["--lock-settings"]
     if args.max_image_tokens:
         command += ["--max-image-tokens", str(args.max_image_tokens)]
     if args.max_new_tokens:
         command += ["--max-new-tokens", str(args.max_new_tokens)]
     print(f"Opening the assistant at http://{args.host}:{args.port}", file=sys.stderr, flush=True)
-    return subprocess.call(command)
+    env = dict(os.environ)
+    if args.api_key:  # the remote server's key travels in the environment, not on the command line
+        env["OPENAI_API_KEY"] = args.api_key
+    return subprocess.call(command, env=env)
 
 
 def _download(args: argparse.Namespace) -> int:
@@ -215,6 +283,48 @@ def _download(args: argparse.Namespace) -> int:
         return 1
     print(f"{args.model} is ready in {path}")
     return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        from .server.app import ServerSettings, run
+    except ImportError:
+        print("error: the server needs FastAPI and uvicorn: pip install 'qwenvl-agent[server]'", file=sys.stderr)
+        return 2
+    settings = ServerSettings(
+        model=args.model, engine=args.engine, weights=args.weights, dtype=args.dtype, api_key=args.api_key,
+        allow_remote_images=args.allow_remote_images, allow_local_files=args.allow_local_files,
+        max_body_mb=args.max_body_mb, max_images=args.max_images, max_image_pixels=args.max_image_pixels,
+        max_pdf_pages=args.max_pdf_pages, max_tokens=args.max_tokens, max_waiting=args.max_waiting,
+        ocr_engine=args.ocr_engine,
+    )
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
+        print(f"warning: serving on {args.host} without --api-key: anyone who can reach it can use it.", file=sys.stderr)
+    print(f"Serving {args.model} on http://{args.host}:{args.port}/v1 (the model loads on the first request)", file=sys.stderr, flush=True)
+    run(settings, host=args.host, port=args.port)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import time
+
+    from .eval.dataset import build_set
+    from .eval.fonts import FontMissingError
+    from .eval.runner import EvalSettings, run_eval
+
+    try:
+        items = build_set(args.set_name, seed=args.seed, langs=tuple(args.lang))
+        vlm = _chat_model(args)
+    except (FontMissingError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    where = f"{args.backend} backend at {args.base_url}" if args.backend != "local" else f"engine {args.engine}, weights {args.weights}"
+    settings = EvalSettings(args.set_name, args.mode, args.ocr_engine, f"model {args.model} ({where})", tuple(args.only))
+    output = Path(args.output or f"eval-results/{args.set_name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    results = run_eval(items, vlm, settings, output)
+    print((output / "summary.md").read_text(encoding="utf-8"))
+    print(f"Per-item results: {output / 'items.jsonl'}", file=sys.stderr)
+    return 0 if results else 1
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -37,6 +37,7 @@ def vlm(tiny_model):
 
 def assistant_with(vlm, script, **kwargs) -> tuple[DocumentAssistant, ScriptedPlanner]:
     planner = ScriptedPlanner(script=script, **{k: kwargs.pop(k) for k in ("loop",) if k in kwargs})
+    kwargs.setdefault("ocr_engine", "vlm")  # these runs script the vision model's OCR replies
     return DocumentAssistant(planner, vlm=vlm, **kwargs), planner
 
 
@@ -63,7 +64,7 @@ def test_invoice_and_chart_question_runs_ocr_then_chart_then_answers(tiny_runtim
     first_prompt = planner.seen[0][-1]
     assert isinstance(first_prompt, HumanMessage) and isinstance(first_prompt.content, str)
     assert "img-1" in first_prompt.content and "img-2" in first_prompt.content
-    assert set(planner.bound_tools) == {"ocr_image", "read_chart", "describe_image", "zoom_image"}
+    assert set(planner.bound_tools) == {"ocr_image", "read_chart", "describe_image", "zoom_image", "locate_in_image"}
 
 
 def test_ask_returns_agent_result_with_steps_and_store(tiny_runtime, vlm):
@@ -160,7 +161,7 @@ def test_build_agent_is_a_langgraph_graph_with_a_step_bound(tiny_runtime, vlm):
     store = ImageStore()
     store.add(draw_invoice())
     planner = ScriptedPlanner(script=[[call("ocr_image", image_id="img-1")], "done"])
-    graph = build_agent(planner, store=store, vlm=vlm, max_steps=4)
+    graph = build_agent(planner, store=store, vlm=vlm, max_steps=4, ocr_engine="vlm")
     with scripted_replies(tiny_runtime, [OCR_TEXT]):
         state = graph.invoke({"messages": [HumanMessage("Read img-1")]})
     assert [m.type for m in state["messages"]] == ["human", "ai", "tool", "ai"]

@@ -221,7 +221,8 @@ def test_streamed_tool_calls_arrive_as_tool_call_chunks(llm):
 
 
 def test_malformed_call_becomes_invalid_tool_call_in_invoke_and_stream(llm):
-    bad = '<tool_call>\n{"name": "GetWeather", "arguments": {"city": Paris}}\n</tool_call>'
+    # Unquoted values, single quotes and the like are repaired; arguments that are not an object cannot be.
+    bad = '<tool_call>\n{"name": "GetWeather", "arguments": ["Paris"]}\n</tool_call>'
     bound = llm.bind_tools([GetWeather])
     with scripted_replies(llm.runtime, [bad, bad]):
         result = bound.invoke("x", max_tokens=60)

@@ -110,7 +110,8 @@ def test_pixel_guard_rejects_decompression_bombs(monkeypatch):
 
 
 def test_pixel_budget_is_tokens_times_32_squared():
-    assert pixel_budget(1024) == {"min_pixels": 4 * 1024, "max_pixels": 1024 * 1024}
+    assert pixel_budget(1024) == {"min_pixels": 64 * 1024, "max_pixels": 1024 * 1024}  # Qwen3-VL's own minimum
+    assert pixel_budget(16) == {"min_pixels": 16 * 1024, "max_pixels": 16 * 1024}
     assert pixel_budget(256, 64) == {"min_pixels": 64 * 1024, "max_pixels": 256 * 1024}
     with pytest.raises(ValueError):
         pixel_budget(0)

@@ -32,7 +32,8 @@ def store():
 
 @pytest.fixture
 def tools(tiny_model, store):
-    return {t.name: t for t in make_tools(ChatQwenVL(model=tiny_model), store)}
+    """The tools with the vision model reading pages (the offline OCR engine has tests of its own)."""
+    return {t.name: t for t in make_tools(ChatQwenVL(model=tiny_model), store, ocr_engine="vlm")}
 
 
 def run(tool, **args) -> ToolMessage:
@@ -40,8 +41,8 @@ def run(tool, **args) -> ToolMessage:
     return tool.invoke({"name": tool.name, "args": args, "id": "call-1", "type": "tool_call"})
 
 
-def test_make_tools_gives_four_tools_with_schemas(tools):
-    assert set(tools) == {"ocr_image", "read_chart", "describe_image", "zoom_image"}
+def test_make_tools_gives_five_tools_with_schemas(tools):
+    assert set(tools) == {"ocr_image", "read_chart", "describe_image", "zoom_image", "locate_in_image"}
     assert set(tools["ocr_image"].args) == {"image_id", "region"}
     assert set(tools["zoom_image"].args) == {"image_id", "box"}
     for tool in tools.values():
@@ -133,7 +134,7 @@ async def test_tools_work_async(tiny_runtime, tools):
 
 def test_tools_in_a_custom_lcel_chain(tiny_runtime, tiny_model, store):
     """OCR an image, then ask the model about the text: the README's custom-chain example."""
-    ocr = make_tools(ChatQwenVL(model=tiny_model), store)[0]
+    ocr = make_tools(ChatQwenVL(model=tiny_model), store, ocr_engine="vlm")[0]
     llm = ChatQwenVL(model=tiny_model, max_tokens=16)
     chain = (
         RunnableLambda(lambda image_id: {"image_id": image_id})
@@ -158,7 +159,8 @@ def test_tools_work_with_any_chat_model_that_takes_images(store):
     assert json.dumps(message.artifact["data"]["rows"]) == '[{"category": "A", "s": 3.0}]'
     (sent,) = seen
     assert [block["type"] for block in sent[0][0].content_blocks] == ["image", "text"]
-    assert sent[0][0].content[0]["base64"] and sent[0][0].content[0]["mime_type"] == "image/png"
+    block = sent[0][0].content_blocks[0]
+    assert block.get("base64") and block.get("mime_type") == "image/png"  # PNG, as base64, for other models
 
 
 def test_chatqwenvl_gets_the_stores_image_itself_hashed_once(tiny_runtime, tools, store):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,7 @@ def pdf_bytes(*pages) -> bytes:
 def page(tiny_model, monkeypatch):
     """Start the page on the tiny checkpoint; ``planner`` (a chat model or a script) replaces the planner."""
     monkeypatch.setenv(state.MODEL_ENV, tiny_model)
+    monkeypatch.setattr(sys, "argv", ["app.py", "--ocr-engine", "vlm"])  # the steps script the model's OCR
 
     def start(planner=None) -> AppTest:
         if planner is not None:

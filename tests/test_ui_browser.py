@@ -78,9 +78,19 @@ def stop(process: subprocess.Popen) -> None:
 
 @pytest.fixture
 def server(tiny_model, tmp_path):
+    yield from serve(tiny_model, tmp_path)
+
+
+@pytest.fixture
+def slow_server(tiny_model, tmp_path):
+    """The page with answers long enough to interact with while they stream (the tiny model writes on)."""
+    yield from serve(tiny_model, tmp_path, "--max-new-tokens", "20000", "--engine", "torch")
+
+
+def serve(tiny_model, tmp_path, *options: str):
     port = free_port()
     log = tmp_path / "server.log"
-    command = qwenvl_command() + ["ui", "--model", tiny_model, "--port", str(port)]
+    command = qwenvl_command() + ["ui", "--model", tiny_model, "--port", str(port), *options]
     with log.open("w") as output:
         process = subprocess.Popen(
             command,
@@ -139,3 +149,48 @@ def ask_with_attachment(expect, page, url: str, image: Path) -> None:
     expect(page.get_by_test_id("stException")).to_have_count(0)
     expect(answer.get_by_test_id("stAlert")).to_have_count(0)
     assert answer.locator(ANSWER).last.inner_text().strip(), "the answer is empty"
+
+
+def pdf_file(tmp_path: Path) -> Path:
+    path = tmp_path / "report.pdf"
+    draw_invoice().save(path, "PDF")
+    return path
+
+
+def test_an_upload_during_an_answer_keeps_the_answer_and_frees_the_model(slow_server, tmp_path):
+    """While an answer streams, the user adds a PDF in the sidebar (Streamlit reruns the page) and asks
+    about it: the first answer stays, marked as stopped, and the new question starts at once."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    expect = sync_api.expect
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.set_default_timeout(60_000)
+            try:
+                page.goto(slow_server, timeout=30_000)
+                chat = page.get_by_test_id("stChatInput")
+                expect(chat.get_by_test_id("stChatInputTextArea")).to_be_editable(timeout=90_000)
+                chat.get_by_test_id("stChatInputTextArea").fill("Tell me a long story.")
+                chat.get_by_test_id("stChatInputSubmitButton").click()
+                first = page.get_by_test_id("stChatMessage").nth(1)
+                expect(first.locator(ANSWER).last).not_to_have_text("", timeout=60_000)  # it is streaming
+
+                page.get_by_test_id("stSidebar").locator("input[type=file]").set_input_files(str(pdf_file(tmp_path)))
+                expect(first).to_contain_text("Stopped after", timeout=30_000)
+                expect(first).to_contain_text("stopped before it was complete")
+                assert first.locator(ANSWER).last.inner_text().strip(), "the partial answer was lost"
+
+                expect(chat.get_by_test_id("stChatInputTextArea")).to_be_editable()
+                chat.get_by_test_id("stChatInputTextArea").fill("What is in the PDF?")
+                chat.get_by_test_id("stChatInputSubmitButton").click()
+                second = page.get_by_test_id("stChatMessage").nth(3)
+                expect(second.locator(ANSWER).last).not_to_have_text("", timeout=20_000)  # started at once
+                expect(second).not_to_contain_text("Another request is running")
+                page.get_by_role("button", name="Stop").click()
+                expect(page.get_by_test_id("stChatMessage").nth(3)).to_contain_text("Stopped after", timeout=30_000)
+                expect(page.get_by_test_id("stException")).to_have_count(0)
+            finally:
+                page.screenshot(path=str(SCREENSHOT.with_name("ui-stopped.png")))
+        finally:
+            browser.close()

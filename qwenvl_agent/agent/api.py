@@ -7,6 +7,7 @@ use one shared assistant per planner model.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -20,7 +21,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
-from qwenvl_agent.tools import ImageStore
+from qwenvl_agent.tools import DEFAULT_OCR_ENGINE, OCR_ENGINES, ImageStore
+from qwenvl_agent.vlm.cancel import scoped_context
 from qwenvl_agent.vlm.errors import QwenVLError
 
 from .events import Answer, AnswerToken, Error, Event, Step, StepStarted, ToolCall, ToolResult
@@ -48,13 +50,16 @@ class _Conversation:
     store: ImageStore
     graph: Any
     lock: threading.Lock = field(default_factory=threading.Lock)
+    last_used: float = field(default_factory=time.monotonic)
 
 
 class DocumentAssistant:
     """The document agent with memory per conversation (``thread_id``).
 
     ``model`` is the planner (default ``ChatQwenVL()``); ``vlm`` the vision model behind the tools (default:
-    the planner). With the defaults both are one loaded copy of Qwen3-VL.
+    the planner). With the defaults both are one loaded copy of Qwen3-VL. ``ocr_engine`` is the OCR tool's
+    engine: "rapidocr" (default), "vlm" or "hybrid". ``max_image_tokens`` and ``max_tokens`` replace the
+    tools' own image budgets and reply lengths.
     """
 
     def __init__(
@@ -66,7 +71,14 @@ class DocumentAssistant:
         dpi: int = 144,
         max_pages: int = 50,
         system_prompt: str = SYSTEM_PROMPT,
+        ocr_engine: str = DEFAULT_OCR_ENGINE,
+        max_image_tokens: int | None = None,
+        max_tokens: int | None = None,
+        max_conversations: int | None = None,
+        idle_seconds: float | None = None,
     ):
+        if ocr_engine not in OCR_ENGINES:
+            raise ValueError(f"ocr_engine must be one of {', '.join(OCR_ENGINES)}; got {ocr_engine!r}.")
         if model is None:
             from qwenvl_agent.vlm import ChatQwenVL
 
@@ -77,6 +89,10 @@ class DocumentAssistant:
         self.dpi = dpi
         self.max_pages = max_pages
         self.system_prompt = system_prompt
+        self.ocr_engine = ocr_engine
+        self.tool_budgets = {"max_image_tokens": max_image_tokens, "max_tokens": max_tokens}
+        self.max_conversations = max_conversations
+        self.idle_seconds = idle_seconds
         self._checkpointer = InMemorySaver()
         self._conversations: dict[str, _Conversation] = {}
         self._lock = threading.Lock()
@@ -94,40 +110,78 @@ class DocumentAssistant:
             ids.extend(added if isinstance(added, list) else [added])
         return ids
 
-    def stream(self, question: str, images: Iterable[Any] = (), thread_id: str | None = None) -> Iterator[Event]:
-        """Run the agent and yield its events; the last is an ``Answer`` or an ``Error``."""
+    def stream(
+        self,
+        question: str,
+        images: Iterable[Any] = (),
+        thread_id: str | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[Event]:
+        """Run the agent and yield its events; the last is an ``Answer`` or an ``Error``. Closing the stream
+        early, or setting ``cancel`` (from any thread), stops the running generation within a token or so,
+        frees the model and ends the run."""
         run = self._begin(question, images, thread_id)
         if isinstance(run, Error):
             yield run
             return
         conversation, inputs, config, builder = run
+        stopped = cancel or threading.Event()
+        context = scoped_context(stopped)  # every model call of this run, in any thread, watches ``stopped``
         with conversation.lock:  # one run at a time per conversation keeps its memory in order
             yield StepStarted(1)
+            updates = context.run(conversation.graph.stream, inputs, config, stream_mode=_STREAM_MODES)
             try:
-                for mode, chunk in conversation.graph.stream(inputs, config, stream_mode=_STREAM_MODES):
-                    yield from builder.feed(mode, chunk)
+                while (item := context.run(next, updates, None)) is not None:
+                    yield from builder.feed(*item)
+                    if stopped.is_set():
+                        return
                 yield builder.answer(conversation.graph.get_state(config).values["messages"])
             except Exception as exc:  # noqa: BLE001 - every failure becomes an Error event for the front end
                 yield _error_event(exc)
+            finally:
+                stopped.set()
+                context.run(updates.close)
 
     async def astream(
         self, question: str, images: Iterable[Any] = (), thread_id: str | None = None
     ) -> AsyncIterator[Event]:
-        """``stream`` for asyncio: the model runs in worker threads, the event loop stays free."""
+        """``stream`` for asyncio: models and tools run in worker threads, the event loop stays free. Cancelling
+        the task (or closing the stream) stops the running generation within a token or so."""
         run = self._begin(question, images, thread_id)
         if isinstance(run, Error):
             yield run
             return
         conversation, inputs, config, builder = run
+        stopped = threading.Event()
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def pump() -> None:
+            try:
+                async for item in conversation.graph.astream(inputs, config, stream_mode=_STREAM_MODES):
+                    await queue.put(("item", item))
+                await queue.put(("done", None))
+            except Exception as exc:  # noqa: BLE001
+                await queue.put(("error", exc))
+
+        # Created inside the scoped context, the task (and every thread it hands work to) carries ``stopped``.
+        task = scoped_context(stopped).run(asyncio.get_running_loop().create_task, pump())
         yield StepStarted(1)
         try:
-            async for mode, chunk in conversation.graph.astream(inputs, config, stream_mode=_STREAM_MODES):
-                for event in builder.feed(mode, chunk):
-                    yield event
-            state = await conversation.graph.aget_state(config)
-            yield builder.answer(state.values["messages"])
-        except Exception as exc:  # noqa: BLE001
-            yield _error_event(exc)
+            while True:
+                kind, value = await queue.get()
+                if kind == "item":
+                    for event in builder.feed(*value):
+                        yield event
+                elif kind == "error":
+                    yield _error_event(value)
+                    return
+                else:
+                    state = await conversation.graph.aget_state(config)
+                    yield builder.answer(state.values["messages"])
+                    return
+        finally:
+            stopped.set()
+            task.cancel()
 
     def ask(self, question: str, images: Iterable[Any] = (), thread_id: str | None = None) -> AgentResult:
         """Run the agent to the end and return the answer and its steps; ``AgentError`` if it failed."""
@@ -164,6 +218,7 @@ class DocumentAssistant:
     def _conversation(self, thread_id: str) -> _Conversation:
         with self._lock:
             if thread_id not in self._conversations:
+                self._forget_old()
                 store = ImageStore(dpi=self.dpi, max_pages=self.max_pages)
                 graph = build_agent(
                     self.model,
@@ -172,9 +227,24 @@ class DocumentAssistant:
                     max_steps=self.max_steps,
                     system_prompt=self.system_prompt,
                     checkpointer=self._checkpointer,
+                    ocr_engine=self.ocr_engine,
+                    **self.tool_budgets,
                 )
                 self._conversations[thread_id] = _Conversation(store, graph)
-            return self._conversations[thread_id]
+            conversation = self._conversations[thread_id]
+            conversation.last_used = time.monotonic()
+            return conversation
+
+    def _forget_old(self) -> None:
+        """Drop idle conversations, then the least recently used past the count; the caller holds the lock."""
+        now = time.monotonic()
+        by_age = sorted(self._conversations.items(), key=lambda item: item[1].last_used)
+        for index, (thread_id, conversation) in enumerate(by_age):
+            idle = self.idle_seconds is not None and now - conversation.last_used > self.idle_seconds
+            over = self.max_conversations is not None and len(by_age) - index >= self.max_conversations
+            if (idle or over) and not conversation.lock.locked():
+                del self._conversations[thread_id]
+                self._checkpointer.delete_thread(thread_id)
 
 
 class _EventBuilder:
@@ -186,6 +256,7 @@ class _EventBuilder:
         self.steps: list[Step] = []
         self.started: dict[str, float] = {}
         self.calls: dict[str, dict[str, Any]] = {}
+        self.pending: set[str] = set()  # ids of the calls of the current step not yet answered
 
     def feed(self, mode: str, chunk: Any) -> list[Event]:
         if mode == "messages":
@@ -200,9 +271,10 @@ class _EventBuilder:
                     events += self._calls(message)
                 elif isinstance(message, ToolMessage):
                     events.append(self._result(message))
-            if node == "tools":
-                self.step += 1
-                events.append(StepStarted(self.step))
+                    self.pending.discard(message.tool_call_id)
+                    if not self.pending:  # every call of this step answered: the planner goes again
+                        self.step += 1
+                        events.append(StepStarted(self.step))
         return events
 
     def _calls(self, message: AIMessage) -> list[Event]:
@@ -211,6 +283,8 @@ class _EventBuilder:
             self.started[call["id"]] = time.perf_counter()
             self.calls[call["id"]] = call
             events.append(ToolCall(call["name"], dict(call["args"]), call["id"], self.step))
+        # Broken calls are answered too (with an error), so they count as the step's calls.
+        self.pending = {c["id"] for c in message.tool_calls} | {c.get("id") or "invalid" for c in message.invalid_tool_calls}
         return events
 
     def _result(self, message: ToolMessage) -> ToolResult:

@@ -3,24 +3,26 @@ and a bound on the number of steps."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 from langchain.agents import create_agent
-from langchain.agents.middleware import ModelCallLimitMiddleware, hook_config
+from langchain.agents.middleware import AgentMiddleware, ModelCallLimitMiddleware, hook_config
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, ToolMessage
 from langchain_core.tools import BaseTool
 
-from qwenvl_agent.tools import ImageStore, make_tools
+from qwenvl_agent.tools import DEFAULT_OCR_ENGINE, ImageStore, make_tools
+from qwenvl_agent.vlm.tool_calls import parse_call
 
 SYSTEM_PROMPT = """You answer questions about the user's images and documents. You cannot see them yourself: \
 you use tools, and every tool takes an image id such as img-1 or doc-1/page-2.
 
 How to work:
 1. Pick the tool that fits: ocr_image for text and numbers on documents (invoices, receipts, forms, pages); \
-read_chart for charts and graphs; describe_image for photos and scenes; zoom_image to look closer at small \
-print, then ocr_image on the new id.
+read_chart for charts and graphs; describe_image for photos and scenes; locate_in_image to find where \
+something is; zoom_image to look closer at small print or at a located box, then ocr_image on the new id.
 2. Read the tool's result. If a tool fails, read the error and try again with a fix (another id, another tool).
 3. When you have what you need, stop calling tools and answer.
 
@@ -59,6 +61,49 @@ class StepLimit(ModelCallLimitMiddleware):
         return update
 
 
+class ReturnBrokenCalls(AgentMiddleware):
+    """A tool call the planner wrote but that could not be parsed goes back to it as an error tool message
+    naming the problem, and the run goes on (within the step limit), instead of ending with the broken call
+    as the answer."""
+
+    @hook_config(can_jump_to=["model"])
+    def after_model(self, state, runtime) -> dict[str, Any] | None:
+        last = state["messages"][-1] if state["messages"] else None
+        if not isinstance(last, AIMessage) or not last.invalid_tool_calls:
+            return None
+        replies = [
+            ToolMessage(
+                content=f"Error: {_problem(call)} Call the tool again.",
+                tool_call_id=call.get("id") or "invalid",
+                name=call.get("name") or "invalid_tool_call",
+                status="error",
+            )
+            for call in last.invalid_tool_calls
+        ]
+        update: dict[str, Any] = {"messages": replies}
+        if not last.tool_calls:  # nothing valid to run: straight back to the planner
+            update["jump_to"] = "model"
+        return update
+
+    @hook_config(can_jump_to=["model"])
+    async def aafter_model(self, state, runtime) -> dict[str, Any] | None:
+        return self.after_model(state, runtime)
+
+
+def _problem(call: dict[str, Any]) -> str:
+    """What is wrong with a broken call. A streamed call loses its parser's message on the way (LangChain
+    rebuilds it from the chunks), so it is read again."""
+    if call.get("error"):
+        return call["error"]
+    raw = call.get("args") or ""
+    try:
+        decoded = json.loads(raw)
+        raw = decoded if isinstance(decoded, str) else raw
+    except (TypeError, ValueError):
+        pass
+    return parse_call(str(raw)).error or f"The tool call could not be read: {str(raw)[:200]}"
+
+
 def build_agent(
     model: BaseChatModel | None = None,
     tools: Sequence[BaseTool] | None = None,
@@ -68,12 +113,15 @@ def build_agent(
     vlm: BaseChatModel | None = None,
     system_prompt: str = SYSTEM_PROMPT,
     checkpointer: Any = None,
+    ocr_engine: str = DEFAULT_OCR_ENGINE,
+    max_image_tokens: int | None = None,
+    max_tokens: int | None = None,
 ):
     """The compiled LangGraph agent (``invoke``/``stream`` with ``{"messages": [...]}``).
 
     ``model`` is the planner, any tool-calling chat model; by default ``ChatQwenVL()``, which shares its loaded
-    weights with the tools. ``tools`` default to ``make_tools(vlm or model, store)``. ``max_steps`` bounds the
-    planner calls of one run.
+    weights with the tools. ``tools`` default to ``make_tools(vlm or model, store, ocr_engine=…,
+    max_image_tokens=…, max_tokens=…)``. ``max_steps`` bounds the planner calls of one run.
     """
     if max_steps < 1:
         raise ValueError(f"max_steps must be at least 1, got {max_steps}")
@@ -82,12 +130,18 @@ def build_agent(
 
         model = ChatQwenVL()
     if tools is None:
-        tools = make_tools(vlm or model, store if store is not None else ImageStore())
+        tools = make_tools(
+            vlm or model,
+            store if store is not None else ImageStore(),
+            ocr_engine=ocr_engine,
+            max_image_tokens=max_image_tokens,
+            max_tokens=max_tokens,
+        )
     # create_agent's own recursion limit is 10,000; the middleware is the real bound.
     return create_agent(
         model,
         list(tools),
         system_prompt=system_prompt,
-        middleware=[StepLimit(max_steps)],
+        middleware=[StepLimit(max_steps), ReturnBrokenCalls()],
         checkpointer=checkpointer,
     )

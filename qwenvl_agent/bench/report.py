@@ -47,8 +47,87 @@ def render_report(results: dict[str, Any], machine: dict, spec: dict, tokenizer:
     ]
     lines += _single_image_table(results, pipelines, spec)
     lines += _ratio_table(results, pipelines)
+    lines += _targets(results, pipelines)
     lines += _agent_section(results)
+    lines += NOTES
     return "\n".join(lines) + "\n"
+
+
+def _targets(results: dict[str, Any], pipelines: list[str]) -> list[str]:
+    """The issues' targets, each with what was measured here and whether it was met."""
+    if "naive" not in pipelines:
+        return []
+    rows: list[tuple[str, str, float | None, float, bool]] = []  # label, pipeline, value, target, higher is better
+    for name, target in (("openvino-int4", 6.0), ("openvino-int8", 5.0)):
+        if name in pipelines:
+            rows.append((f"decode ≥ {target:g}× ({SHORT[name]})", name, ratios(results, name).get("decode"), target, True))
+    for name in [n for n in pipelines if n != "naive"]:
+        r = ratios(results, name)
+        rows.append((f"time to first token at an equal budget ≥ 1.8× ({SHORT[name]})", name, r.get("ttft"), 1.8, True))
+        rows.append((f"first call at most 20 % slower than later ones ({SHORT[name]})", name,
+                     None if r.get("first_call_slower") is None else r["first_call_slower"] * 100, 20.0, False))
+        rows.append((f"three questions about one image ≥ 3× before reuse ({SHORT[name]})", name, r.get("three"), 3.0, True))
+        rows.append((f"three questions about one image ≥ 5× with reuse ({SHORT[name]})", name, r.get("three_reuse"), 5.0, True))
+        rows.append((f"peak RSS ≤ 50 % of naive ({SHORT[name]})", name,
+                     None if r.get("rss_share") is None else r["rss_share"] * 100, 50.0, False))
+    agent = {k.split(":", 1)[1]: v for k, v in results.items() if k.startswith("agent:") and "error" not in v}
+    naive_agent = agent.get("naive", {}).get("agent_s")
+    for name, run in agent.items():
+        if name != "naive" and naive_agent:
+            rows.append((f"realistic agent question ≥ 4× ({SHORT[name]})", name, naive_agent / run["agent_s"], 4.0, True))
+        if name == "openvino-int4":
+            rows.append(("realistic agent question under 90 s (OpenVINO int4)", name, run["agent_s"], 90.0, False))
+    lines = ["## Targets", "", "| target | measured | met |", "| --- | --- | --- |"]
+    for label, _, value, target, higher in rows:
+        if value is None:
+            lines.append(f"| {label} | – | not measured |")
+            continue
+        met = value >= target if higher else value <= target
+        unit = "×" if "×" in label else (" s" if label.endswith("90 s (OpenVINO int4)") else " %")
+        shown = f"{value:.2f}{unit}" if unit == "×" else f"{value:.0f}{unit}"
+        lines.append(f"| {label} | {shown} | {'yes' if met else 'no: ' + _shortfall(value, target, higher, unit)} |")
+    lines.append("")
+    return lines
+
+
+def _shortfall(value: float, target: float, higher: bool, unit: str) -> str:
+    if higher:
+        return f"{(1 - value / target) * 100:.0f} % short"
+    return f"{value - target:.0f}{unit.strip() and ' ' + unit.strip()} over"
+
+
+NOTES = [
+    "## Why the figures are what they are",
+    "",
+    "- **Decode is bound by memory bandwidth.** Each new token reads every weight once: about 3.4 GB in "
+    "bfloat16, 1.7 GB with int8 weights and about 1 GB with int4. Two cores move some 15-20 GB/s, which is the "
+    "ceiling the decode speeds above sit under.",
+    "- **The prompt and the vision tower are bound by compute.** Their cost grows with the image budget (the "
+    "vision tower's attention with its square), so time to first token is compared at an equal budget. The "
+    "naive pipeline computes in float32; bfloat16 (AVX512-BF16 here) and OpenVINO's int8 activations on "
+    "int8/int4 weights (VNNI) do more per cycle, which bounds the gain to a few times, not the 5-12x of decode.",
+    "- **What the OpenVINO engine changes in the exported model**, each measured on this machine: logits are "
+    "computed for the last prompt position only (the export multiplies every position by the 151,936 x 2048 "
+    "output matrix: for a 1,000-token prompt 1.3 s and 600 MB thrown away); activations are quantised in "
+    "groups of 128 channels instead of 32 (prefill 1.3-1.8x faster at the same decode speed); the deepstack "
+    "features reach the language model as one tensor instead of a nested Python list; and one tiny "
+    "generation at load prepares the kernels, so the first question is not the slow one (OpenVINO's first "
+    "inference takes seconds even with its compiled-model cache).",
+    "- **Reuse.** The vision cache skips the vision tower for an image seen before at the same budget (both "
+    "engines). Prompt-prefix reuse is on the torch engine only: a planner step prefills only what was added "
+    "since the last step, and tool calls on one image share its system turn and the image (see the breakdown "
+    "above).",
+    "- **Prompt-prefix reuse on OpenVINO would take** our own decode loop. optimum-intel's language model is a "
+    "stateful OpenVINO model: the KV cache lives inside the infer request and `generate` resets it at the start "
+    "of every call (it always begins with `past_key_values=None`). Reusing a prefix means snapshotting the "
+    "state tensors after a call (`InferRequest.query_state()`, `VariableState.state`; on CPUs the KV cache is "
+    "stored compressed to u8 with its scales by default), restoring the shared part with `set_state` and "
+    "the model's `_past_length`, and then running prefill and decoding ourselves instead of through "
+    "`generate`, re-implementing the logits processors, stop sequences and streaming it provides. OpenVINO "
+    "GenAI's `VLMPipeline` keeps a chat's KV cache between turns, but it replaces transformers' `generate` "
+    "altogether.",
+    "",
+]
 
 
 def _single_image_table(results: dict[str, Any], pipelines: list[str], spec: dict) -> list[str]:

@@ -2,25 +2,47 @@
 
 from __future__ import annotations
 
+import threading
+
 from langchain_core.language_models import BaseChatModel
 
 from .base import ImageTool
 from .chart import ChartTool
 from .chart_data import ChartData, ChartParseError, ChartSeries, parse_chart_json
 from .describe import DescribeTool
-from .ocr import OcrTool
+from .locate import LocateTool, parse_boxes
+from .layout import TextPiece, to_text
+from .ocr import DEFAULT_OCR_ENGINE, OCR_ENGINES, OcrTool
+from .rapid_ocr import OcrEngineError
 from .store import ImageInfo, ImageStore, UnknownImageError
 from .zoom import ZoomTool
 
 
-def make_tools(vlm: BaseChatModel, store: ImageStore) -> list[ImageTool]:
-    """The four image tools over ``vlm`` (ChatQwenVL, ChatOllama, ChatOpenAI… any chat model that takes
-    image blocks) and ``store`` (the conversation's images, by id)."""
+def make_tools(
+    vlm: BaseChatModel,
+    store: ImageStore,
+    *,
+    ocr_engine: str = DEFAULT_OCR_ENGINE,
+    max_image_tokens: int | None = None,
+    max_tokens: int | None = None,
+) -> list[ImageTool]:
+    """The image tools over ``vlm`` (ChatQwenVL, ChatOllama, ChatOpenAI… any chat model that takes image
+    blocks) and ``store`` (the conversation's images, by id): ``ocr_image``, ``read_chart``,
+    ``describe_image``, ``zoom_image`` and ``locate_in_image``. ``ocr_engine``: "rapidocr" (the default:
+    fast, offline), "vlm" (the vision model reads the page) or "hybrid" (RapidOCR, with the lines it is
+    unsure of checked by the vision model). ``max_image_tokens`` and ``max_tokens``, when given, replace
+    every tool's own image budget and reply length (a page's settings, for example)."""
+    if ocr_engine not in OCR_ENGINES:
+        raise ValueError(f"ocr_engine must be one of {', '.join(OCR_ENGINES)}; got {ocr_engine!r}.")
+    budgets = {name: value for name, value in (("max_image_tokens", max_image_tokens), ("max_tokens", max_tokens)) if value}
+    turn = threading.Lock()
+    shared = {"vlm": vlm, "store": store, "turn": turn, **budgets}
     return [
-        OcrTool(vlm=vlm, store=store),
-        ChartTool(vlm=vlm, store=store),
-        DescribeTool(vlm=vlm, store=store),
-        ZoomTool(vlm=vlm, store=store),
+        OcrTool(ocr_engine=ocr_engine, **shared),
+        ChartTool(**shared),
+        DescribeTool(**shared),
+        ZoomTool(**shared),
+        LocateTool(**shared),
     ]
 
 
@@ -29,13 +51,20 @@ __all__ = [
     "ChartParseError",
     "ChartSeries",
     "ChartTool",
+    "DEFAULT_OCR_ENGINE",
+    "OCR_ENGINES",
+    "OcrEngineError",
     "DescribeTool",
     "ImageInfo",
     "ImageStore",
     "ImageTool",
+    "LocateTool",
     "OcrTool",
+    "TextPiece",
     "UnknownImageError",
     "ZoomTool",
     "make_tools",
+    "parse_boxes",
     "parse_chart_json",
+    "to_text",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import threading
 import time
 from typing import Any
 
@@ -49,6 +50,9 @@ class ImageTool(BaseTool):
 
     vlm: BaseChatModel | None = None
     store: ImageStore
+    # Shared by the tools of one make_tools call: the calls of one planner turn, which LangGraph starts in
+    # parallel, run one after another, as a CPU runs one generation at a time anyway.
+    turn: Any = Field(default_factory=threading.Lock, exclude=True)
     max_image_tokens: int = 1024
     max_tokens: int = 512
     response_format: str = "content_and_artifact"
@@ -59,36 +63,42 @@ class ImageTool(BaseTool):
 
     def _run(self, *args: Any, **kwargs: Any) -> tuple[str, dict[str, Any]]:
         kwargs.pop("run_manager", None)
-        started = time.perf_counter()
-        try:
-            text, image_ids, data = self._use(**kwargs)
-        except UnknownImageError as exc:
-            raise ToolException(f"{str(exc).rstrip('.')}. Call the tool again with one of the known ids.") from exc
-        except (ValueError, QwenVLError) as exc:
-            raise ToolException(str(exc)) from exc
-        artifact = {"image_ids": image_ids, "seconds": round(time.perf_counter() - started, 3), "data": data}
-        return text, artifact
+        with self.turn:
+            started = time.perf_counter()
+            try:
+                text, image_ids, data = self._use(**kwargs)
+            except UnknownImageError as exc:
+                raise ToolException(f"{str(exc).rstrip('.')}. Call the tool again with one of the known ids.") from exc
+            except (ValueError, QwenVLError) as exc:
+                raise ToolException(str(exc)) from exc
+            seconds = round(time.perf_counter() - started, 3)
+        return text, {"image_ids": image_ids, "seconds": seconds, "data": data}
 
     def _use(self, **kwargs: Any) -> tuple[str, list[str], dict[str, Any] | None]:
         raise NotImplementedError
 
     def look(self, image: Image.Image, instruction: str) -> str:
         """Ask the vision model about one image and return its reply text."""
+        return self.ask([image, instruction])
+
+    def ask(self, parts: list[Image.Image | str], **budgets: Any) -> str:
+        """Ask the vision model about images and text, in order; return its reply text. ``budgets`` override
+        ``max_image_tokens``/``max_tokens`` for this call."""
         if self.vlm is None:
             raise ToolException(f"{self.name} needs a vision chat model; build the tools with make_tools(vlm, store).")
-        message = HumanMessage(content=[image_block(image, self.vlm), {"type": "text", "text": instruction}])
+        content = [{"type": "text", "text": p} if isinstance(p, str) else image_block(p, self.vlm) for p in parts]
         try:
-            reply = self.vlm.invoke([message], **self._model_kwargs())
+            reply = self.vlm.invoke([HumanMessage(content=content)], **self._model_kwargs(**budgets))
         except QwenVLError:
             raise
         except Exception as exc:  # any provider's failure becomes a tool error the planner can read
             raise ToolException(f"The vision model failed: {type(exc).__name__}: {exc}") from exc
         return reply.text.strip()
 
-    def _model_kwargs(self) -> dict[str, Any]:
+    def _model_kwargs(self, **budgets: Any) -> dict[str, Any]:
         """Per-call budgets; only ChatQwenVL knows the image-token budget."""
         from qwenvl_agent.vlm.chat_model import ChatQwenVL
 
         if isinstance(self.vlm, ChatQwenVL):
-            return {"max_image_tokens": self.max_image_tokens, "max_tokens": self.max_tokens}
+            return {"max_image_tokens": self.max_image_tokens, "max_tokens": self.max_tokens, **budgets}
         return {}

@@ -28,6 +28,7 @@ Progress = Callable[[int, int], Any]
 
 PDF_MAGIC = b"%PDF"
 RELATIVE_MAX = 1000  # Qwen3-VL grounds boxes on a 0-1000 grid, whatever the image size
+MAX_UPSCALE = 8.0  # a zoom enlarges an image crop at most this much
 MAX_LABEL_CHARS = 80
 MAX_LISTED_IDS = 30
 # Characters a small model wraps around an id ("'img-1'", "[img-1]", "img-1."); no id contains them.
@@ -79,7 +80,9 @@ class ImageStore:
     treat them as read-only.
     """
 
-    def __init__(self, *, dpi: int = 144, max_pages: int = 50, allow_remote: bool = False):
+    def __init__(
+        self, *, dpi: int = 144, max_pages: int = 50, allow_remote: bool = False, max_total_pixels: int = 400_000_000
+    ):
         if dpi < 1:
             raise ValueError(f"dpi must be a positive number of dots per inch, got {dpi}")
         if max_pages < 1:
@@ -87,12 +90,14 @@ class ImageStore:
         self.dpi = dpi
         self.max_pages = max_pages
         self.allow_remote = allow_remote
+        self.max_total_pixels = max_total_pixels  # all images together: a conversation's memory has a bound
         self._lock = threading.Lock()
         self._images: dict[str, Image.Image] = {}
         self._infos: dict[str, ImageInfo] = {}
         self._image_count = 0
         self._doc_count = 0
         self._zoom_counts: dict[str, int] = {}
+        self._pdfs: dict[str, bytes] = {}  # doc-N -> the PDF, so a zoom into a page can be rendered anew, sharper
 
     def add(self, source: Any, *, name: str | None = None, progress: Progress | None = None) -> str | list[str]:
         """Register an image (returns ``img-N``) or every page of a PDF (returns ``doc-N/page-K`` ids).
@@ -105,23 +110,38 @@ class ImageStore:
         pdf = _pdf_bytes(source)
         if pdf is not None:
             pages = _render_pdf(pdf, self.dpi, self.max_pages, label or "The PDF", progress)
-            return self._register_pages(pages, label)
-        image = load_image(source, allow_remote=self.allow_remote)
+            return self._register_pages(pages, label, pdf)
+        try:
+            image = load_image(source, allow_remote=self.allow_remote)
+        except ImageInputError as exc:
+            raise ImageInputError(f"{label}: {exc}" if label else str(exc)) from exc
         with self._lock:
+            self._check_room(image.width * image.height, label or "The image")
             self._image_count += 1
             image_id = f"img-{self._image_count}"
             info = ImageInfo(image_id, "image", label or f"image {self._image_count}", None, None, None, image.size)
             self._put(info, image)
         return image_id
 
-    def add_crop(self, parent_id: str, box: Sequence[Any]) -> str:
-        """Crop ``box`` = ``(x1, y1, x2, y2)``, in 0-1000 coordinates relative to the parent, and
-        register it as ``PARENT/zoom-M``. Raises ``ValueError`` for a box that selects nothing."""
+    def add_crop(self, parent_id: str, box: Sequence[Any], target_pixels: int | None = None) -> str:
+        """Crop ``box`` = ``(x1, y1, x2, y2)``, in 0-1000 coordinates relative to the parent, and register it
+        as ``PARENT/zoom-M``. Raises ``ValueError`` for a box that selects nothing.
+
+        With ``target_pixels`` the crop is magnified to about that many pixels: a region of a PDF page is
+        rendered again from the PDF at the resolution that gives it, a region of an image is upscaled (at
+        most ``MAX_UPSCALE`` times). A crop already larger is left as it is."""
         parent_id = _clean_id(parent_id)
         parent = self.get(parent_id)
         relative = _relative_box(box)
-        crop = parent.crop(_pixel_box(relative, parent.size))
+        crop = self._rendered_region(parent_id, relative, target_pixels) if target_pixels else None
+        if crop is None:
+            crop = parent.crop(_pixel_box(relative, parent.size))
+            if target_pixels and crop.width * crop.height < target_pixels:
+                factor = min(math.sqrt(target_pixels / (crop.width * crop.height)), MAX_UPSCALE)
+                size = (max(1, round(crop.width * factor)), max(1, round(crop.height * factor)))
+                crop = crop.resize(size, Image.Resampling.LANCZOS)
         with self._lock:
+            self._check_room(crop.width * crop.height, "The zoomed image")
             parent_info = self._infos[parent_id]
             count = self._zoom_counts.get(parent_id, 0) + 1
             self._zoom_counts[parent_id] = count
@@ -130,6 +150,22 @@ class ImageStore:
             info = ImageInfo(crop_id, "crop", label, parent_id, parent_info.page, relative, crop.size)
             self._put(info, crop)
         return crop_id
+
+    def _rendered_region(self, parent_id: str, relative: Box, target_pixels: int) -> Image.Image | None:
+        """The region of a PDF page (given on the page or on a crop of it), rendered from the PDF at about
+        ``target_pixels``, never below the page's own resolution; None for regions of plain images."""
+        with self._lock:
+            chain, info = [relative], self._infos[parent_id]
+            while info.kind == "crop" and info.parent is not None:
+                chain.append(info.box)
+                info = self._infos[info.parent]
+            pdf = self._pdfs.get(info.id.split("/")[0]) if info.kind == "page" else None
+        if pdf is None or info.page is None:
+            return None
+        region = (0.0, 0.0, float(RELATIVE_MAX), float(RELATIVE_MAX))
+        for box in reversed(chain):  # from the page down to this crop
+            region = _inner_box(region, box)
+        return _render_region(pdf, info.page - 1, region, target_pixels, self.dpi)
 
     def get(self, image_id: str) -> Image.Image:
         """The image behind ``image_id``; ``UnknownImageError`` (a ``KeyError``) if there is none."""
@@ -169,10 +205,12 @@ class ImageStore:
         with self._lock:
             return len(self._images)
 
-    def _register_pages(self, pages: list[Image.Image], label: str | None) -> list[str]:
+    def _register_pages(self, pages: list[Image.Image], label: str | None, pdf: bytes) -> list[str]:
         with self._lock:
+            self._check_room(sum(page.width * page.height for page in pages), label or "The PDF")
             self._doc_count += 1
             doc = self._doc_count
+            self._pdfs[f"doc-{doc}"] = pdf
             page_ids = []
             for number, image in enumerate(pages, start=1):
                 page_id = f"doc-{doc}/page-{number}"
@@ -185,6 +223,15 @@ class ImageStore:
         """Store one entry; the caller holds the lock."""
         self._images[info.id] = image
         self._infos[info.id] = info
+
+    def _check_room(self, new_pixels: int, what: str) -> None:
+        """``ImageInputError`` if ``new_pixels`` more would pass the store's bound; the caller holds the lock."""
+        held = sum(image.width * image.height for image in self._images.values())
+        if held + new_pixels > self.max_total_pixels:
+            raise ImageInputError(
+                f"{what} would bring this conversation's images to {(held + new_pixels) / 1e6:.0f} megapixels, above "
+                f"the limit of {self.max_total_pixels / 1e6:.0f}. Start a new conversation, or add fewer or smaller files."
+            )
 
 
 def _clean_id(image_id: object) -> str:
@@ -296,6 +343,37 @@ def _render_page(document: pdfium.PdfDocument, index: int, dpi: int, what: str) 
             bitmap.close()
     finally:
         page.close()
+
+
+def _inner_box(outer: Box, inner: Box) -> Box:
+    """``inner`` (0-1000 within ``outer``) as a box on the grid ``outer`` itself is given on."""
+    x1, y1, x2, y2 = outer
+    width, height = (x2 - x1) / RELATIVE_MAX, (y2 - y1) / RELATIVE_MAX
+    return (x1 + inner[0] * width, y1 + inner[1] * height, x1 + inner[2] * width, y1 + inner[3] * height)
+
+
+def _render_region(data: bytes, index: int, region: Box, target_pixels: int, dpi: int) -> Image.Image:
+    """Part of page ``index`` rendered at the scale that gives it about ``target_pixels`` (at least ``dpi``)."""
+    with _PDFIUM_LOCK:
+        document = pdfium.PdfDocument(data)
+        try:
+            page = document[index]
+            try:
+                width, height = page.get_size()  # points
+                x1, y1, x2, y2 = (v / RELATIVE_MAX for v in region)
+                area = (x2 - x1) * width * (y2 - y1) * height
+                scale = max(math.sqrt(target_pixels / max(area, 1e-6)), dpi / 72)
+                scale = min(scale, math.sqrt(MAX_IMAGE_PIXELS / max(area, 1e-6)))
+                crop = (x1 * width, (1 - y2) * height, (1 - x2) * width, y1 * height)  # left, bottom, right, top
+                bitmap = page.render(scale=scale, crop=crop)
+                try:
+                    return bitmap.to_pil().convert("RGB")
+                finally:
+                    bitmap.close()
+            finally:
+                page.close()
+        finally:
+            document.close()
 
 
 def _relative_box(box: Any) -> Box:

@@ -8,11 +8,16 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, Field
 
+from qwenvl_agent.vlm.images import PIXELS_PER_TOKEN
+
 from .base import ImageTool
 
 
 def _as_box(value):
-    """Small models write boxes as lists, strings ("[10, 20, 300, 400]") or dicts; accept all of them."""
+    """Small models write boxes as lists, strings ("[10, 20, 300, 400]") or dicts; accept all of them, and a
+    box from locate_in_image ({"bbox_2d": [...], "label": ...})."""
+    if isinstance(value, dict) and "bbox_2d" in value:
+        value = value["bbox_2d"]
     if isinstance(value, str):
         text = value.strip()
         try:
@@ -38,13 +43,13 @@ class ZoomArgs(BaseModel):
 class ZoomTool(ImageTool):
     name: str = "zoom_image"
     description: str = (
-        "Zoom into a region of an image to see small print better. Returns the id of the zoomed image; then call "
-        "ocr_image or describe_image with that new id."
+        "Zoom into a region of an image to see small print better: the region is enlarged. Returns the id of the "
+        "zoomed image; then call ocr_image or describe_image with that new id."
     )
     args_schema: type[BaseModel] = ZoomArgs
 
     def _use(self, image_id: str, box: list[float]):
-        crop_id = self.store.add_crop(image_id, box)
+        crop_id = self.store.add_crop(image_id, box, target_pixels=self.max_image_tokens * PIXELS_PER_TOKEN)
         info = self.store.info(crop_id)
         width, height = info.size
         text = f"Zoomed image saved as {crop_id} ({width}x{height} px). Read it with ocr_image or describe_image."

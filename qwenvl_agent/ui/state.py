@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import queue
 import re
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +25,7 @@ from PIL import Image
 
 from qwenvl_agent.agent import DocumentAssistant, Event
 from qwenvl_agent.agent.api import new_thread_id
-from qwenvl_agent.tools import ImageStore
+from qwenvl_agent.tools import DEFAULT_OCR_ENGINE, ImageStore
 from qwenvl_agent.vlm import DEFAULT_MODEL, ChatQwenVL, VLMRuntime, load_runtime
 from qwenvl_agent.vlm.errors import ImageInputError
 from qwenvl_agent.vlm.runtime import loaded_runtimes, resolve_dtype, resolve_engine
@@ -55,9 +57,13 @@ class Settings:
     dtype: str = "auto"
     engine: str = "auto"
     weights: str = "int8"
+    ocr_engine: str = DEFAULT_OCR_ENGINE
     max_image_tokens: int = 1024
     max_new_tokens: int = 512
     max_steps: int = 8
+    backend: str = "local"
+    base_url: str | None = None
+    lock_settings: bool = False
 
 
 def launch_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -69,12 +75,17 @@ def launch_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str
     parser.add_argument("--dtype", default=Settings.dtype)
     parser.add_argument("--engine", default=Settings.engine)
     parser.add_argument("--weights", default=Settings.weights)
+    parser.add_argument("--ocr-engine", default=Settings.ocr_engine)
     parser.add_argument("--max-image-tokens", type=int, default=Settings.max_image_tokens)
     parser.add_argument("--max-new-tokens", type=int, default=Settings.max_new_tokens)
     parser.add_argument("--max-steps", type=int, default=Settings.max_steps)
+    parser.add_argument("--backend", default=Settings.backend)
+    parser.add_argument("--base-url", default=None)
+    parser.add_argument("--lock-settings", action="store_true")
     args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     return Settings(
-        args.model, args.dtype, args.engine, args.weights, args.max_image_tokens, args.max_new_tokens, args.max_steps
+        args.model, args.dtype, args.engine, args.weights, args.ocr_engine, args.max_image_tokens,
+        args.max_new_tokens, args.max_steps, args.backend, args.base_url, args.lock_settings,
     )
 
 
@@ -96,8 +107,13 @@ def shared_runtime(model: str, dtype: str, engine: str = "auto", weights: str = 
     return load_runtime(model, None, dtype, engine=engine, weights=weights)
 
 
-def vision_model(settings: Settings) -> ChatQwenVL:
-    """The model behind the tools (and by default the planner): cheap to build, the weights are shared."""
+def vision_model(settings: Settings) -> BaseChatModel:
+    """The model behind the tools (and by default the planner): cheap to build, the weights are shared. With
+    ``--backend openai`` it is the remote server's model."""
+    if settings.backend != "local":
+        from qwenvl_agent.agent.backends import chat_model
+
+        return chat_model(settings.backend, model=settings.model, base_url=settings.base_url, max_tokens=settings.max_new_tokens)
     return ChatQwenVL(
         model=settings.model,
         engine=settings.engine,
@@ -108,7 +124,7 @@ def vision_model(settings: Settings) -> ChatQwenVL:
     )
 
 
-def make_planner(settings: Settings, vlm: ChatQwenVL) -> BaseChatModel:
+def make_planner(settings: Settings, vlm: BaseChatModel) -> BaseChatModel:
     """The planner of a session's assistant: the vision model itself, one copy of the weights.
     Tests replace this function to script the planner."""
     return vlm
@@ -135,6 +151,7 @@ class Conversation:
     thread_id: str = field(default_factory=new_thread_id)
     settings: Settings | None = None
     assistant: DocumentAssistant | None = None
+    running: EventFeed | None = None  # the answer being drawn, if a run of the page is drawing one
     _thumbnails: dict[str, Image.Image] = field(default_factory=dict, repr=False)
 
     def use(self, settings: Settings) -> None:
@@ -142,7 +159,14 @@ class Conversation:
         if self.assistant is not None and settings == self.settings:
             return
         vlm = vision_model(settings)
-        self.assistant = DocumentAssistant(make_planner(settings, vlm), vlm=vlm, max_steps=settings.max_steps)
+        self.assistant = DocumentAssistant(
+            make_planner(settings, vlm),
+            vlm=vlm,
+            max_steps=settings.max_steps,
+            ocr_engine=settings.ocr_engine,
+            max_image_tokens=settings.max_image_tokens,  # the page's settings reach the tools too
+            max_tokens=settings.max_new_tokens,
+        )
         self.settings = settings
         self.thread_id = new_thread_id()
         self._thumbnails.clear()
@@ -165,14 +189,68 @@ class Conversation:
         self.uploads.append(Upload(data, label))
         return added if isinstance(added, list) else [added]
 
-    def stream(self, question: str) -> Iterator[Event]:
-        return self.assistant.stream(question, thread_id=self.thread_id)
+    def stop_running(self, wait: float = 5.0) -> None:
+        """Stop the answer an earlier run of the page was drawing, and wait until that run has recorded
+        what it had (Streamlit starts the new run while the old one is still being stopped)."""
+        feed = self.running
+        if feed is not None:
+            feed.stop()
+            feed.settled.wait(wait)
+
+    def stream(self, question: str, cancel: threading.Event | None = None) -> Iterator[Event]:
+        return self.assistant.stream(question, thread_id=self.thread_id, cancel=cancel)
 
     def thumbnail(self, image_id: str) -> Image.Image:
         if image_id not in self._thumbnails:
             self._thumbnails[image_id] = thumbnail(self.store.get(image_id))
         return self._thumbnails[image_id]
 
+
+
+TICK = object()  # "no event yet": the page redraws its clock and can notice a rerun
+
+
+class EventFeed:
+    """A run of the assistant in a worker thread, its events handed to the script thread through a queue.
+
+    ``next()`` returns the next event, ``TICK`` when none came for a moment, or None at the end; ``stop()``
+    stops the run (its generation within a token) and frees the model.
+    """
+
+    def __init__(self, conversation: Conversation, question: str, tick_seconds: float = 0.25):
+        self._queue: queue.Queue = queue.Queue()
+        self._cancel = threading.Event()
+        self.settled = threading.Event()  # set once the page has recorded how the answer ended
+        self._tick = tick_seconds
+        self._done = False
+        events = conversation.stream(question, cancel=self._cancel)
+        self._thread = threading.Thread(target=self._pump, args=(events,), name="qwenvl-page-run", daemon=True)
+        self._thread.start()
+
+    def _pump(self, events: Iterator[Event]) -> None:
+        try:
+            for event in events:
+                self._queue.put(event)
+                if self._cancel.is_set():
+                    break
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
+            self._queue.put(None)
+
+    def next(self) -> Any:
+        if self._done:
+            return None
+        try:
+            event = self._queue.get(timeout=self._tick)
+        except queue.Empty:
+            return TICK
+        self._done = event is None
+        return event
+
+    def stop(self) -> None:
+        self._cancel.set()
 
 
 def file_extension(name: str) -> str:

@@ -7,11 +7,16 @@ instance that names the same model, revision and dtype.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import difflib
-from collections.abc import Callable, Iterator, Sequence
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
-from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
@@ -20,10 +25,11 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 
+from .cancel import cancel_scope
 from .generation import DEFAULT_MAX_IMAGE_TOKENS, GenerationSettings, GenerationStats, Prompt
 from .messages import to_qwen_messages
 from .runtime import DEFAULT_MODEL, VLMRuntime, load_runtime
-from .tool_calls import CLOSE, OPEN, ParsedCall, ToolCallSplitter
+from .tool_calls import CLOSE, OPEN, THINK_END, ParsedCall, Reasoning, ReplySplitter, bare_call
 
 _FORCED = ("any", "required")
 
@@ -57,14 +63,28 @@ class ChatQwenVL(BaseChatModel):
     """None or 0: greedy decoding (the default, best for tools); above 0: sampling."""
     top_p: float | None = None
     top_k: int | None = None
+    sampling: str = "greedy"
+    """"greedy" (unless ``temperature`` is set), or "model": the checkpoint's own generation settings
+    (Qwen3-VL-2B-Instruct: temperature 0.7, top_p 0.8, top_k 20)."""
+    repetition_penalty: float | None = None
+    seed: int | None = None
+    """Seed of the sampler, for replies that can be reproduced."""
+    repetition_guard: bool = False
+    """Stop a reply that keeps repeating a short cycle of tokens (finish_reason "repetition")."""
     stop: list[str] | None = Field(default=None, alias="stop_sequences")
     max_image_tokens: int = DEFAULT_MAX_IMAGE_TOKENS
     """Visual tokens per image at most (one per 32x32 pixels); larger images are scaled down."""
     min_image_tokens: int | None = None
     timeout: float | None = None
-    """Time limit of one generation in seconds; the reply so far is returned with finish_reason "timeout"."""
+    """Time limit of a whole call in seconds: waiting for the model, preparing images, reading the prompt and
+    writing the reply. The reply so far is returned with finish_reason "timeout"."""
     allow_remote_images: bool = True
-    """Fetch http(s) image URLs (with a timeout and a size cap). Turn off for untrusted input."""
+    """Fetch http(s) image URLs (with a deadline and a size cap). Turn off for untrusted input."""
+    allow_private_urls: bool = True
+    """Also fetch from loopback, private and other non-public addresses; turn off where requests come from
+    others (qwenvl serve does), so an image URL cannot reach into the network around the machine."""
+    allow_local_files: bool | str = True
+    """Read image paths and file:// URLs: anywhere (True), nowhere (False), or only inside this folder."""
     num_threads: int | None = None
     max_waiting: int = 3
     """Callers that may wait behind a running generation before ``BusyError`` (set by the first load)."""
@@ -171,6 +191,60 @@ class ChatQwenVL(BaseChatModel):
         for chunk, _ in self._chunks(messages, stop, run_manager, kwargs):
             yield chunk
 
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        """The generation runs in a worker thread; the event loop only awaits its chunks. Cancelling the task
+        (or closing the stream) stops the generation within a token or so and frees the model."""
+        async for chunk, _ in self._achunks(messages, stop, run_manager, kwargs):
+            yield chunk
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return self._result([item async for item in self._achunks(messages, stop, run_manager, kwargs)])
+
+    async def _achunks(self, messages, stop, run_manager, kwargs) -> AsyncIterator[tuple[ChatGenerationChunk, Any]]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        stopped = threading.Event()
+
+        def produce() -> None:
+            with cancel_scope(stopped):
+                try:
+                    for item in self._chunks(messages, stop, None, kwargs):
+                        loop.call_soon_threadsafe(queue.put_nowait, ("item", item))
+                        if stopped.is_set():
+                            break
+                except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+                    loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
+                finally:
+                    loop.call_soon_threadsafe(queue.put_nowait, ("end", None))
+
+        worker = threading.Thread(target=contextvars.copy_context().run, args=(produce,), name="qwenvl-astream", daemon=True)
+        worker.start()
+        try:
+            while True:
+                kind, value = await queue.get()
+                if kind == "end":
+                    return
+                if kind == "error":
+                    raise value
+                chunk, part = value
+                if run_manager and isinstance(part, str):
+                    await run_manager.on_llm_new_token(part, chunk=chunk)
+                yield value
+        finally:
+            stopped.set()
+
     def _generate(
         self,
         messages: list[BaseMessage],
@@ -178,12 +252,19 @@ class ChatQwenVL(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        chunks = list(self._chunks(messages, stop, run_manager, kwargs))
+        return self._result(list(self._chunks(messages, stop, run_manager, kwargs)))
+
+    def _result(self, chunks: list[tuple[ChatGenerationChunk, Any]]) -> ChatResult:
+        """The whole reply as one message: answer text, reasoning, tool calls, usage."""
         text = "".join(part for _, part in chunks if isinstance(part, str))
+        reasoning = "".join(part.text for _, part in chunks if isinstance(part, Reasoning))
         calls = [part for _, part in chunks if isinstance(part, ParsedCall)]
         last = chunks[-1][0].message
+        if calls and bare_call(text, [c.name for c in calls if c.name]) is not None:
+            text = ""  # the whole reply was the call
         message = AIMessage(
             content=text.strip() if calls else text,
+            additional_kwargs={"reasoning_content": reasoning} if reasoning else {},
             tool_calls=[c.as_tool_call() for c in calls if c.error is None],
             invalid_tool_calls=[c.as_invalid_tool_call() for c in calls if c.error is not None],
             usage_metadata=last.usage_metadata,
@@ -191,36 +272,53 @@ class ChatQwenVL(BaseChatModel):
         )
         return ChatResult(generations=[ChatGeneration(message=message, generation_info=chunks[-1][0].generation_info)])
 
-    def _chunks(self, messages, stop, run_manager, kwargs) -> Iterator[tuple[ChatGenerationChunk, str | ParsedCall | None]]:
-        """Generate, yielding each chunk with the text piece or parsed tool call it carries; the last
-        chunk (usage, finish reason) carries None."""
+    def _chunks(self, messages, stop, run_manager, kwargs) -> Iterator[tuple[ChatGenerationChunk, Any]]:
+        """Generate, yielding each chunk with the piece it carries (answer text, ``Reasoning`` or a parsed tool
+        call); the last chunk (usage, finish reason) carries None."""
+        model = kwargs.get("model", self.model)
+        runtime = self._runtime_for(model)
         prompt, settings = self._request(messages, stop, kwargs)
-        splitter = ToolCallSplitter()
-        calls = 0
-        stats = None
+        splitter = ReplySplitter(thinking=runtime.opens_thinking)
+        calls, answer = 0, []
 
-        def emit(parts: list[str | ParsedCall]):
+        def emit(parts: list[Any]):
             nonlocal calls
             for part in parts:
                 if isinstance(part, str):
+                    answer.append(part)
                     chunk = ChatGenerationChunk(message=AIMessageChunk(content=part))
+                elif isinstance(part, Reasoning):
+                    chunk = ChatGenerationChunk(message=AIMessageChunk(content="", additional_kwargs={"reasoning_content": part.text}))
                 else:
-                    chunk = ChatGenerationChunk(
-                        message=AIMessageChunk(content="", tool_call_chunks=[part.as_chunk(calls)])
-                    )
+                    chunk = ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[part.as_chunk(calls)]))
                     calls += 1
                 if run_manager:
                     run_manager.on_llm_new_token(part if isinstance(part, str) else "", chunk=chunk)
                 yield chunk, part
 
-        yield from emit(splitter.feed(prompt.assistant_prefix))
-        for item in self._runtime_for(kwargs.get("model", self.model)).stream(prompt, settings):
+        forced, stats = prompt.assistant_prefix, []
+        if forced and runtime.opens_thinking:
+            # A Thinking model reasons first; the forced call opens right after its reasoning.
+            thought = Prompt(prompt.messages, prompt.images, prompt.tools, assistant_prefix="")
+            for item in runtime.stream(thought, replace(settings, stop=(THINK_END,))):
+                if isinstance(item, GenerationStats):
+                    stats.append(item)
+                else:
+                    yield from emit(splitter.feed(item))
+            prompt = replace(prompt, assistant_prefix=splitter.reasoning + THINK_END + "\n\n" + forced)
+            yield from emit(splitter.feed(THINK_END + "\n\n"))
+        yield from emit(splitter.feed(forced))
+        for item in runtime.stream(prompt, settings):
             if isinstance(item, GenerationStats):
-                stats = item
+                stats.append(item)
             else:
                 yield from emit(splitter.feed(item))
         yield from emit(splitter.finish())
-        yield self._last_chunk(stats, kwargs.get("model", self.model), has_calls=calls > 0), None
+        if not calls and prompt.tools:  # a call written as plain JSON, without its tags
+            call = bare_call("".join(answer), [tool["function"]["name"] for tool in prompt.tools])
+            if call is not None:
+                yield from emit([call])
+        yield self._last_chunk(_combined(stats), model, has_calls=calls > 0), None
 
     def _last_chunk(self, stats: GenerationStats, model: str, has_calls: bool) -> ChatGenerationChunk:
         reason = "tool_calls" if has_calls and stats.finish_reason == "stop" else stats.finish_reason
@@ -254,8 +352,13 @@ class ChatQwenVL(BaseChatModel):
 
     def _request(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]):
         """The prompt and settings of one call: instance fields, overridden by per-call keyword arguments."""
+        timeout = kwargs.get("timeout", self.timeout)
+        deadline = time.monotonic() + timeout if timeout else None  # the clock starts with the call
         qwen_messages, images = to_qwen_messages(
-            messages, allow_remote=kwargs.get("allow_remote_images", self.allow_remote_images)
+            messages,
+            allow_remote=kwargs.get("allow_remote_images", self.allow_remote_images),
+            allow_private=kwargs.get("allow_private_urls", self.allow_private_urls),
+            local_files=kwargs.get("allow_local_files", self.allow_local_files),
         )
         tools = kwargs.get("tools") or None
         choice = kwargs.get("tool_choice")
@@ -265,19 +368,54 @@ class ChatQwenVL(BaseChatModel):
         stops = list(stop if stop is not None else self.stop or [])
         if prefix:
             stops.append(CLOSE)  # one forced call, then stop
+        sampling = self._sampling(kwargs)
         settings = GenerationSettings(
             max_new_tokens=kwargs.get("max_tokens", self.max_tokens),
-            temperature=kwargs.get("temperature", self.temperature),
-            top_p=kwargs.get("top_p", self.top_p),
-            top_k=kwargs.get("top_k", self.top_k),
             stop=tuple(stops),
-            time_limit=kwargs.get("timeout", self.timeout),
+            deadline=deadline,
             max_image_tokens=kwargs.get("max_image_tokens", self.max_image_tokens),
             min_image_tokens=kwargs.get("min_image_tokens", self.min_image_tokens),
             cache_images=kwargs.get("cache_images", self.cache_images),
             reuse_prefix=kwargs.get("reuse_prefix", self.reuse_prefix),
+            seed=kwargs.get("seed", self.seed),
+            repetition_guard=kwargs.get("repetition_guard", self.repetition_guard),
+            **sampling,
         )
         return Prompt(messages=qwen_messages, images=images, tools=tools, assistant_prefix=prefix), settings
+
+    def _sampling(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Temperature, top_p, top_k and repetition penalty: given ones, else the checkpoint's own for
+        ``sampling="model"``, else greedy."""
+        given = {
+            "temperature": kwargs.get("temperature", self.temperature),
+            "top_p": kwargs.get("top_p", self.top_p),
+            "top_k": kwargs.get("top_k", self.top_k),
+            "repetition_penalty": kwargs.get("repetition_penalty", self.repetition_penalty),
+        }
+        sampling = kwargs.get("sampling", self.sampling)
+        if sampling not in ("greedy", "model"):
+            raise ValueError(f"sampling must be 'greedy' or 'model'; got {sampling!r}.")
+        if sampling == "model":
+            config = self._runtime_for(kwargs.get("model", self.model)).model.generation_config
+            own = {name: getattr(config, name, None) for name in given}
+            if not getattr(config, "do_sample", False):
+                own["temperature"] = None
+            given = {name: value if value is not None else own[name] for name, value in given.items()}
+        return given
+
+
+def _combined(stats: list[GenerationStats]) -> GenerationStats:
+    """One report for a reply made in two generations (a Thinking model's reasoning, then its forced call)."""
+    if len(stats) == 1:
+        return stats[0]
+    first, last = stats[0], stats[-1]
+    return GenerationStats(
+        input_tokens=first.input_tokens,
+        output_tokens=sum(s.output_tokens for s in stats),
+        finish_reason=last.finish_reason,
+        seconds=sum(s.seconds for s in stats),
+        times=first.times,
+    )
 
 
 def _rounded(value: float | None) -> float | None:

@@ -45,7 +45,11 @@ class OpenVINOEngine:
     def precision(self) -> str:
         return self.weights
 
-    def generate(self, inputs, spans: list[ImageSpan], settings, kwargs: dict[str, Any], times) -> Any:
+    def generate(self, inputs, spans: list[ImageSpan], settings, kwargs: dict[str, Any], times, should_stop=lambda: False) -> Any:
+        from .generation import Stopped
+
+        if should_stop():  # the prefill cannot be interrupted here once it starts
+            raise Stopped
         self._call = (spans, settings, times)
         try:
             return self.model.generate(**inputs, **kwargs)

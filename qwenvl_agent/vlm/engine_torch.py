@@ -16,6 +16,10 @@ from typing import Any
 from .errors import GenerationError
 from .reuse import ImageSpan, PrefixCache, PrefixEntry, VisionCache
 
+# Prompt tokens per language-model call while prefilling: between two chunks a cancelled or timed-out
+# request is noticed, instead of after the whole prompt (a 2,000-token prompt takes tens of seconds).
+PREFILL_CHUNK = 512
+
 
 class TorchEngine:
     """Runs generation on a loaded transformers model."""
@@ -40,8 +44,9 @@ class TorchEngine:
     def precision(self) -> str:
         return str(self.model.dtype).replace("torch.", "")
 
-    def generate(self, inputs, spans: list[ImageSpan], settings, kwargs: dict[str, Any], times) -> Any:
-        """``model.generate`` over ``inputs`` (the processor's output), reusing what the caches hold."""
+    def generate(self, inputs, spans: list[ImageSpan], settings, kwargs: dict[str, Any], times, should_stop=lambda: False) -> Any:
+        """``model.generate`` over ``inputs`` (the processor's output), reusing what the caches hold.
+        ``should_stop`` is asked between images and prefill chunks; when it says so, ``Stopped`` is raised."""
         import torch
 
         ids = inputs["input_ids"]
@@ -57,7 +62,7 @@ class TorchEngine:
         times.reused_tokens = reused
         positions, delta = mrope_positions(length, spans, inputs.get("image_grid_thw"), self.merge)
         if reused < length - 1:
-            self._prefill(inputs, spans, reused, length - 1, positions, kv, settings, times)
+            self._prefill(inputs, spans, reused, length - 1, positions, kv, settings, times, should_stop)
         self.model.model.rope_deltas = torch.tensor([[delta]], device=self.device)
         output = self.model.generate(
             input_ids=ids, attention_mask=torch.ones_like(ids), **{self._cache_arg: kv}, **kwargs
@@ -67,34 +72,47 @@ class TorchEngine:
             self.prefix_cache.add(PrefixEntry(output[0, :kept].tolist(), tuple(spans), kv, _kv_bytes(kv)))
         return output
 
-    def _prefill(self, inputs, spans, start: int, end: int, positions, kv, settings, times) -> None:
-        """Run the language model over tokens ``start:end``, filling ``kv``."""
+    def _prefill(self, inputs, spans, start: int, end: int, positions, kv, settings, times, should_stop) -> None:
+        """Run the language model over tokens ``start:end``, filling ``kv``, a chunk at a time."""
         import torch
+
+        from .generation import Stopped
 
         new_ids = inputs["input_ids"][:, start:end]
         embeds = self.model.get_input_embeddings()(new_ids)
-        visual_mask, deepstack = None, None
+        visual_mask, deepstack = new_ids == self.image_token_id, None
         new_images = [(index, span) for index, span in enumerate(spans) if span.start >= start]
         if new_images:
-            features = [self._image_features(inputs, index, span, settings, times) for index, span in new_images]
-            visual_mask = new_ids == self.image_token_id
+            features = []
+            for index, span in new_images:
+                if should_stop():
+                    raise Stopped
+                features.append(self._image_features(inputs, index, span, settings, times))
             embeds = embeds.clone()
             embeds[visual_mask] = torch.cat([merged for merged, _ in features]).to(embeds.dtype)
             layers = len(features[0][1])
             deepstack = [torch.cat([deep[layer] for _, deep in features]).to(embeds.dtype) for layer in range(layers)]
         text_positions = torch.arange(start, end, device=self.device)[None]
         position_ids = torch.cat([text_positions, positions[:, start:end].to(self.device)])[:, None, :]
-        started = time.perf_counter()
-        self.model.model.language_model(
-            inputs_embeds=embeds,
-            position_ids=position_ids,
-            use_cache=True,
-            visual_pos_masks=visual_mask,
-            deepstack_visual_embeds=deepstack,
-            **{self._cache_arg: kv},
-        )
-        times.prefill_seconds += time.perf_counter() - started
-        times.prefill_tokens += end - start
+        visual_before = 0
+        for first in range(0, end - start, PREFILL_CHUNK):
+            if should_stop():
+                raise Stopped
+            chunk = slice(first, min(first + PREFILL_CHUNK, end - start))
+            mask = visual_mask[:, chunk]
+            visual = int(mask.sum())
+            started = time.perf_counter()
+            self.model.model.language_model(
+                inputs_embeds=embeds[:, chunk],
+                position_ids=position_ids[:, :, chunk],
+                use_cache=True,
+                visual_pos_masks=mask if visual else None,
+                deepstack_visual_embeds=[d[visual_before : visual_before + visual] for d in deepstack] if visual else None,
+                **{self._cache_arg: kv},
+            )
+            visual_before += visual
+            times.prefill_seconds += time.perf_counter() - started
+            times.prefill_tokens += chunk.stop - chunk.start
 
     def _image_features(self, inputs, index: int, span: ImageSpan, settings, times):
         """(merged features, deepstack features) of image ``index``, from the cache or the vision tower."""

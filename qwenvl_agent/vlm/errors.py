@@ -23,3 +23,15 @@ class GenerationError(QwenVLError, RuntimeError):
 
 class EngineError(QwenVLError, RuntimeError):
     """An inference engine cannot run: not installed, its export failed, or its model files do not fit."""
+
+
+class GenerationTimeout(GenerationError, TimeoutError):
+    """The call's time limit ran out before the model could start (it waited for another request)."""
+
+
+class GenerationCancelled(GenerationError):
+    """The request was cancelled (its stream closed, its task cancelled) before the model started on it."""
+
+
+class PromptTooLongError(QwenVLError, ValueError):
+    """The prompt is longer than the runtime reads in one call."""

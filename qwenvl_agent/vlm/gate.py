@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 
-from .errors import BusyError
+from .errors import BusyError, GenerationCancelled, GenerationTimeout
 
 
 class GenerationGate:
@@ -36,8 +37,10 @@ class GenerationGate:
         return self._waiting
 
     @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        """Run the block alone: wait in the queue if there is room, else raise ``BusyError`` at once."""
+    def hold(self, deadline: float | None = None, cancel: threading.Event | None = None) -> Iterator[None]:
+        """Run the block alone: wait in the queue if there is room, else raise ``BusyError`` at once. The wait
+        ends early with ``GenerationTimeout`` at ``deadline`` (a ``time.monotonic()`` value) and with
+        ``GenerationCancelled`` once ``cancel`` is set."""
         with self._condition:
             if self._busy:
                 if self._waiting >= self.max_waiting:
@@ -48,7 +51,14 @@ class GenerationGate:
                 self._waiting += 1
                 try:
                     while self._busy:
-                        self._condition.wait()
+                        if cancel is not None and cancel.is_set():
+                            raise GenerationCancelled("The request was cancelled while it waited for the model.")
+                        left = None if deadline is None else deadline - time.monotonic()
+                        if left is not None and left <= 0:
+                            raise GenerationTimeout(
+                                "The time limit ran out while waiting for the model: another request was running."
+                            )
+                        self._condition.wait(min(left, 0.1) if left is not None else 0.1)
                 finally:
                     self._waiting -= 1
             self._busy = True

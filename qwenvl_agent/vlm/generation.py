@@ -12,11 +12,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import GenerationError, ImageInputError
-from .images import pixel_budget
+from . import cancel
+from .errors import GenerationError, ImageInputError, PromptTooLongError
+from .images import checkpoint_min_tokens, pixel_budget
 from .reuse import find_image_spans, image_key
 
 DEFAULT_MAX_IMAGE_TOKENS = 1024
+# Longest prompt accepted, in tokens: far past any document question, short of minutes of prefill per call.
+MAX_PROMPT_TOKENS = 32_768
+# Images are padded to at least this side and at most this aspect ratio (the processor refuses above 200:1).
+MIN_SIDE = 32
+MAX_ASPECT = 150
 
 
 @dataclass
@@ -38,8 +44,15 @@ class GenerationSettings:
     temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None
+    repetition_penalty: float | None = None
+    seed: int | None = None
+    # Stop when the reply keeps repeating a short cycle of tokens (small models loop on long OCR output).
+    repetition_guard: bool = False
     stop: tuple[str, ...] = ()
+    # Seconds for the whole call (waiting for the model, preparing images, prefill, decoding), or an
+    # absolute ``time.monotonic()`` deadline set by the caller when its clock started earlier.
     time_limit: float | None = None
+    deadline: float | None = None
     max_image_tokens: int = DEFAULT_MAX_IMAGE_TOKENS
     min_image_tokens: int | None = None
     # Reuse of earlier work (see reuse.py): the vision tower's output per image, the KV cache of a shared prefix.
@@ -66,7 +79,7 @@ class GenerationStats:
 
     input_tokens: int
     output_tokens: int
-    finish_reason: str  # "stop" (end token or stop sequence), "length", or "timeout"
+    finish_reason: str  # "stop" (end token or stop sequence), "length", "timeout", "repetition" or "cancelled"
     seconds: float
     times: StepTimes = field(default_factory=StepTimes)
 
@@ -74,14 +87,19 @@ class GenerationStats:
 def stream(runtime, prompt: Prompt, settings: GenerationSettings) -> Iterator[str | GenerationStats]:
     """Yield the reply's text as it is generated, then one ``GenerationStats``.
 
-    Waits for the runtime's gate (``BusyError`` when the queue is full). Closing the iterator early
-    stops the generation and frees the gate.
+    Waits for the runtime's gate (``BusyError`` when the queue is full). Closing the iterator early, or
+    setting the request's cancel signal (``cancel.cancel_scope``), stops the generation and frees the
+    gate; the time limit covers the wait, the image preparation, the prefill and the decoding.
     """
-    with runtime.gate.hold():
+    deadline = settings.deadline
+    if deadline is None and settings.time_limit:
+        deadline = time.monotonic() + settings.time_limit
+    outside = cancel.current()
+    with runtime.gate.hold(deadline, outside):
         started = time.monotonic()
         inputs, spans = build_inputs(runtime, prompt, settings)
         prompt_length = int(inputs["input_ids"].shape[1])
-        run = _Run(runtime, inputs, spans, settings, prompt_length, started)
+        run = _Run(runtime, inputs, spans, settings, prompt_length, started, deadline, outside)
         run.start()
         try:
             yield from _until_stop(run, settings.stop)
@@ -110,18 +128,42 @@ def build_inputs(runtime, prompt: Prompt, settings: GenerationSettings):
     kwargs: dict[str, Any] = {}
     keys: list[Any] = []
     if prompt.images:
-        budget = pixel_budget(settings.max_image_tokens, settings.min_image_tokens)
-        kwargs = {"images": prompt.images, **_budget_arguments(budget)}
-        keys = [(image_key(image), budget["min_pixels"], budget["max_pixels"]) for image in prompt.images]
+        low = settings.min_image_tokens
+        if low is None:
+            low = min(checkpoint_min_tokens(processor), settings.max_image_tokens)
+        budget = pixel_budget(settings.max_image_tokens, low)
+        kwargs = {"images": [fit_for_model(image) for image in prompt.images], **_budget_arguments(budget)}
+        keys = [(image_key(image), budget["min_pixels"], budget["max_pixels"]) for image in kwargs["images"]]
     try:
         inputs = processor(text=[text], return_tensors="pt", **kwargs)
     except ValueError as exc:
         raise ImageInputError(f"The images could not be prepared for the model: {exc}") from exc
     for unused in ("token_type_ids", "mm_token_type_ids"):
         inputs.pop(unused, None)
+    if inputs["input_ids"].shape[1] > MAX_PROMPT_TOKENS:
+        raise PromptTooLongError(
+            f"The prompt is {inputs['input_ids'].shape[1]:,} tokens, more than the {MAX_PROMPT_TOKENS:,} this runtime "
+            "reads in one call. Send less text, fewer images or a smaller image budget."
+        )
     image_token_id = runtime.model.config.image_token_id
     spans = find_image_spans(inputs["input_ids"][0].tolist(), image_token_id, keys)
     return inputs.to(runtime.engine.device), spans
+
+
+def fit_for_model(image):
+    """The image padded (white) to at least ``MIN_SIDE`` pixels a side and at most ``MAX_ASPECT``:1: a 1x1 px
+    or a 10000x10 px image is read rather than refused by the processor. Keeps the cache key of the original."""
+    from PIL import Image
+
+    width, height = image.size
+    new_width = max(width, MIN_SIDE, -(-height // MAX_ASPECT))
+    new_height = max(height, MIN_SIDE, -(-width // MAX_ASPECT))
+    if (new_width, new_height) == (width, height):
+        return image
+    padded = Image.new("RGB", (new_width, new_height), "white")
+    padded.paste(image, (0, 0))
+    padded.info["qwenvl_key"] = image_key(image) + f"+pad{new_width}x{new_height}"
+    return padded
 
 
 def _budget_arguments(budget: dict[str, int]) -> dict[str, Any]:
@@ -134,10 +176,15 @@ def _budget_arguments(budget: dict[str, int]) -> dict[str, Any]:
     return dict(budget)
 
 
-class _Run:
-    """One ``model.generate`` call in a worker thread, with a streamer and a cancel flag."""
+class Stopped(Exception):
+    """Raised by an engine that noticed, between two pieces of work, that the generation is to stop."""
 
-    def __init__(self, runtime, inputs, spans, settings: GenerationSettings, prompt_length: int, started: float):
+
+class _Run:
+    """One generation in a worker thread, with a streamer and the reasons it may stop early."""
+
+    def __init__(self, runtime, inputs, spans, settings: GenerationSettings, prompt_length: int, started: float,
+                 deadline: float | None = None, outside=None):
         from transformers import TextIteratorStreamer
 
         self.runtime = runtime
@@ -146,9 +193,12 @@ class _Run:
         self.settings = settings
         self.prompt_length = prompt_length
         self.started = started
+        self.deadline = deadline
+        self.outside = outside  # the request's cancel signal
         self.times = StepTimes()
         self.cancel = threading.Event()
         self.timed_out = False
+        self.repeated = False
         self.output_tokens = 0
         self.error: BaseException | None = None
         self.stopped_by_sequence = False
@@ -158,22 +208,36 @@ class _Run:
     def start(self) -> None:
         self.thread.start()
 
+    def should_stop(self) -> bool:
+        """True once the caller cancels, the request's scope is cancelled, or the time limit passes."""
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self.timed_out = True
+        return self.timed_out or self.cancel.is_set() or (self.outside is not None and self.outside.is_set())
+
     def finish_reason(self, settings: GenerationSettings) -> str:
         if self.timed_out:
             return "timeout"
+        if self.repeated:
+            return "repetition"
         if self.stopped_by_sequence:
             return "stop"
+        if self.outside is not None and self.outside.is_set():
+            return "cancelled"
         return "length" if self.output_tokens >= settings.max_new_tokens else "stop"
 
     def _generate(self) -> None:
         import torch
 
         try:
+            if self.settings.seed is not None:
+                torch.manual_seed(self.settings.seed)  # the gate makes this generation the only one running
             with torch.inference_mode():
                 output = self.runtime.engine.generate(
-                    self.inputs, self.spans, self.settings, self._generate_kwargs(), self.times
+                    self.inputs, self.spans, self.settings, self._generate_kwargs(), self.times, self.should_stop
                 )
             self.output_tokens = int(output.shape[1]) - self.prompt_length
+        except Stopped:
+            self.streamer.end()
         except BaseException as exc:  # re-raised in the caller's thread
             self.error = exc
             self.streamer.end()
@@ -195,6 +259,8 @@ class _Run:
                 kwargs["top_k"] = settings.top_k
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if settings.repetition_penalty:
+            kwargs["repetition_penalty"] = settings.repetition_penalty
         hooks = [hook(self.prompt_length) for hook in self.runtime.logits_hooks]
         if any(hooks):
             kwargs["logits_processor"] = LogitsProcessorList([h for h in hooks if h is not None])
@@ -202,23 +268,41 @@ class _Run:
 
 
 class _StopWhen:
-    """Stops generation when the caller cancels or the time limit passes."""
+    """Stops generation when the run should stop (cancel, time limit) or the reply loops."""
 
     def __init__(self, run: _Run):
         self.run = run
-        limit = run.settings.time_limit
-        self.deadline = time.monotonic() + limit if limit else None
 
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
-        if self.run.times.first_token_seconds is None:
-            self.run.times.first_token_seconds = time.monotonic() - self.run.started
-        stop = self.run.cancel.is_set()
-        if self.deadline is not None and time.monotonic() >= self.deadline:
-            self.run.timed_out = True
-            stop = True
+        run = self.run
+        if run.times.first_token_seconds is None:
+            run.times.first_token_seconds = time.monotonic() - run.started
+        stop = run.should_stop()
+        if not stop and run.settings.repetition_guard:
+            tail = input_ids[0, max(run.prompt_length, input_ids.shape[1] - REPEAT_WINDOW) :].tolist()
+            if repeats_a_cycle(tail):
+                run.repeated = stop = True
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+
+REPEAT_WINDOW = 128
+MIN_REPEATED_TOKENS = 48
+MAX_CYCLE = 32
+
+
+def repeats_a_cycle(tokens: list[int]) -> bool:
+    """Whether ``tokens`` end in the same cycle of at most ``MAX_CYCLE`` tokens, repeated over the last
+    ``MIN_REPEATED_TOKENS`` tokens (and at least four times)."""
+    for cycle in range(1, MAX_CYCLE + 1):
+        span = max(MIN_REPEATED_TOKENS, 4 * cycle)
+        if len(tokens) < span:
+            break
+        window = tokens[-span:]
+        if window[cycle:] == window[:-cycle]:
+            return True
+    return False
 
 
 def _until_stop(run: _Run, stop: tuple[str, ...]) -> Iterator[str]:

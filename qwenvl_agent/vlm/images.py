@@ -10,21 +10,24 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import os
 import re
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageInputError
+from .fetch import fetch
 
 # One visual token of Qwen3-VL covers 32x32 pixels (patch 16, spatial merge 2).
 PIXELS_PER_TOKEN = 32 * 32
+DEFAULT_MIN_IMAGE_TOKENS = 64  # the published checkpoint's own smallest image (65,536 pixels)
 MAX_IMAGE_PIXELS = 64_000_000  # decompression-bomb guard, well above any real scan or photo
 MAX_FETCH_BYTES = 20 * 1024 * 1024
-FETCH_TIMEOUT_S = 10.0
+FETCH_TIMEOUT_S = 10.0  # for the whole download, redirects included
+_ORIENTATION = 0x0112  # the EXIF tag that says how to turn the picture upright
 _BASE64 = re.compile(r"[A-Za-z0-9+/=\s]+")
 
 
@@ -34,10 +37,11 @@ def tokens_to_pixels(tokens: int) -> int:
 
 
 def pixel_budget(max_image_tokens: int, min_image_tokens: int | None = None) -> dict[str, int]:
-    """The smallest and largest pixel count of an image for a budget given in visual tokens."""
+    """The smallest and largest pixel count of an image for a budget given in visual tokens. The smallest
+    defaults to Qwen3-VL's own (64 tokens), or the largest if that is lower."""
     if max_image_tokens < 1:
         raise ValueError(f"max_image_tokens must be at least 1, got {max_image_tokens}")
-    low = 4 if min_image_tokens is None else min_image_tokens
+    low = min(DEFAULT_MIN_IMAGE_TOKENS, max_image_tokens) if min_image_tokens is None else min_image_tokens
     if low < 1 or low > max_image_tokens:
         raise ValueError(
             f"min_image_tokens must be between 1 and max_image_tokens ({max_image_tokens}), got {low}"
@@ -45,29 +49,43 @@ def pixel_budget(max_image_tokens: int, min_image_tokens: int | None = None) -> 
     return {"min_pixels": tokens_to_pixels(low), "max_pixels": tokens_to_pixels(max_image_tokens)}
 
 
+def checkpoint_min_tokens(processor) -> int:
+    """The smallest image budget a checkpoint's processor is configured with (64 tokens for Qwen3-VL-2B)."""
+    image_processor = getattr(processor, "image_processor", None)
+    size = getattr(image_processor, "size", None) or {}
+    pixels = size.get("shortest_edge") or getattr(image_processor, "min_pixels", None)
+    return max(1, int(pixels) // PIXELS_PER_TOKEN) if pixels else DEFAULT_MIN_IMAGE_TOKENS
+
+
 def load_image(
     source: Any,
     *,
     allow_remote: bool = True,
+    allow_private: bool = True,
+    local_files: bool | str | os.PathLike = True,
     timeout: float = FETCH_TIMEOUT_S,
     max_bytes: int = MAX_FETCH_BYTES,
 ) -> Image.Image:
-    """Return ``source`` as a decoded RGB PIL image, or raise ``ImageInputError`` saying why not."""
+    """Return ``source`` as a decoded RGB PIL image, or raise ``ImageInputError`` saying why not.
+
+    ``allow_remote``: fetch http(s) URLs at all; ``allow_private``: also from loopback, private and other
+    non-public addresses (a local user's default; a server's is False). ``local_files``: read paths and
+    file:// URLs anywhere (True), nowhere (False), or only inside the given folder."""
     if isinstance(source, Image.Image):
         return _normalise(source, "the PIL image")
     if isinstance(source, (bytes, bytearray, memoryview)):
         return _decode_bytes(bytes(source), "the image bytes")
     if isinstance(source, Path):
-        return _read_file(source)
+        return _read_file(source, local_files)
     if isinstance(source, str):
-        return _load_from_string(source.strip(), allow_remote, timeout, max_bytes)
+        return _load_from_string(source.strip(), allow_remote, allow_private, local_files, timeout, max_bytes)
     raise ImageInputError(
         f"Cannot use a {type(source).__name__} as an image: pass a PIL image, a file path, bytes, "
         "base64 text, or a data:, file:// or http(s) URL."
     )
 
 
-def _load_from_string(text: str, allow_remote: bool, timeout: float, max_bytes: int) -> Image.Image:
+def _load_from_string(text: str, allow_remote: bool, allow_private: bool, local_files, timeout: float, max_bytes: int) -> Image.Image:
     if not text:
         raise ImageInputError("The image reference is empty.")
     lowered = text[:16].lower()
@@ -75,19 +93,22 @@ def _load_from_string(text: str, allow_remote: bool, timeout: float, max_bytes: 
         return _decode_data_url(text)
     if lowered.startswith("file://"):
         parsed = urllib.parse.urlparse(text)
-        return _read_file(Path(urllib.parse.unquote(parsed.path)))
+        return _read_file(Path(urllib.parse.unquote(parsed.path)), local_files)
     if lowered.startswith(("http://", "https://")):
         if not allow_remote:
             raise ImageInputError(
                 f"Fetching remote images is turned off, so {_short(text)} was not downloaded. "
                 "Pass the image itself (bytes, base64 or a local path) or allow remote images."
             )
-        return _fetch(text, timeout, max_bytes)
-    if len(text) < 4096 and Path(text).expanduser().is_file():
-        return _read_file(Path(text).expanduser())
+        data = fetch(text, timeout=timeout, max_bytes=max_bytes, allow_private=allow_private)
+        return _decode_bytes(data, _short(text))
+    if re.match(r"^[a-z][a-z0-9+.-]*://", lowered):
+        raise ImageInputError(f"{_short(text)} uses a scheme images cannot be read from: use data:, http(s) or a file.")
+    if local_files is True and len(text) < 4096 and Path(text).expanduser().is_file():
+        return _read_file(Path(text).expanduser(), local_files)
     if _BASE64.fullmatch(text) and len(text) >= 16:
         return _decode_base64(text, "the base64 image")
-    return _read_file(Path(text).expanduser())
+    return _read_file(Path(text).expanduser(), local_files)
 
 
 def decode_base64_image(text: str) -> Image.Image:
@@ -95,7 +116,14 @@ def decode_base64_image(text: str) -> Image.Image:
     return _decode_base64(text, "the base64 image")
 
 
-def _read_file(path: Path) -> Image.Image:
+def _read_file(path: Path, local_files: bool | str | os.PathLike = True) -> Image.Image:
+    if local_files is False:
+        raise ImageInputError("Images cannot be read from local files here: send the image itself (base64 or a data: URL).")
+    if local_files is not True:
+        # Checked before looking at the file, so the answer does not tell whether a path outside exists.
+        folder = Path(local_files).expanduser().resolve()
+        if not path.expanduser().resolve().is_relative_to(folder):
+            raise ImageInputError(f"Images can be read only from files inside {folder}.")
     if not path.is_file():
         raise ImageInputError(f"No image file at {_short(str(path))} (and it is not a URL or base64 image data).")
     try:
@@ -122,23 +150,6 @@ def _decode_base64(text: str, what: str) -> Image.Image:
             f"{_short(text)} is neither an existing file, a URL, nor valid base64 image data."
         ) from exc
     return _decode_bytes(data, what)
-
-
-def _fetch(url: str, timeout: float, max_bytes: int) -> Image.Image:
-    request = urllib.request.Request(url, headers={"User-Agent": "qwenvl-agent"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http(s) only)
-            declared = response.headers.get("Content-Length")
-            if declared and declared.isdigit() and int(declared) > max_bytes:
-                raise ImageInputError(f"{_short(url)} is {int(declared)} bytes, above the {max_bytes}-byte limit.")
-            data = response.read(max_bytes + 1)
-    except ImageInputError:
-        raise
-    except Exception as exc:  # urllib raises many types: URLError, HTTPError, timeout, ValueError
-        raise ImageInputError(f"Could not download {_short(url)}: {exc}.") from exc
-    if len(data) > max_bytes:
-        raise ImageInputError(f"{_short(url)} is larger than the {max_bytes}-byte limit.")
-    return _decode_bytes(data, _short(url))
 
 
 def _decode_bytes(data: bytes, what: str) -> Image.Image:
@@ -172,7 +183,8 @@ def _check_pixels(image: Image.Image, what: str) -> None:
 def _normalise(image: Image.Image, what: str) -> Image.Image:
     _check_pixels(image, what)
     try:
-        image = ImageOps.exif_transpose(image)
+        if image.getexif().get(_ORIENTATION, 1) != 1:  # exif_transpose copies even an upright image
+            image = ImageOps.exif_transpose(image)
     except Exception:  # a broken EXIF block should not cost the user the image
         pass
     if image.mode != "RGB":

@@ -19,19 +19,43 @@ IMAGE_PLACEHOLDER = {"type": "image"}
 
 
 def to_qwen_messages(
-    messages: Sequence[BaseMessage], *, allow_remote: bool = True
+    messages: Sequence[BaseMessage], *, allow_remote: bool = True, **access: Any
 ) -> tuple[list[dict[str, Any]], list[Any]]:
-    """Convert messages; return the template messages and the images their placeholders stand for."""
+    """Convert messages; return the template messages and the images their placeholders stand for.
+
+    Qwen3-VL's chat template renders a system message only in first place (its text only) and the user,
+    assistant and tool roles; anything else it drops without a word. So: the text of every system message
+    goes into one system message at the start; an image in a system message goes into a user turn where
+    it stood; other roles become user turns that name them. Nothing given is lost.
+    """
     converted: list[dict[str, Any]] = []
     images: list[Any] = []
+    system_text: list[str] = []
     for index, message in enumerate(messages):
         role = _role(message)
         if isinstance(message, AIMessage):
             converted.append(_assistant(message))
             continue
-        content = _content(message, images, allow_remote, where=f"message {index + 1} ({role})")
+        content = _content(message, images, {"allow_remote": allow_remote, **access}, where=f"message {index + 1} ({role})")
+        if role == "system":
+            system_text += [part["text"] for part in content if part["type"] == "text"]
+            pictures = [part for part in content if part["type"] == "image"]
+            if pictures:
+                converted.append({"role": "user", "content": [{"type": "text", "text": "(Images given with the instructions:)"}, *pictures]})
+            continue
+        if role == "assistant":  # a ChatMessage in the assistant's role
+            converted.append({"role": "assistant", "content": "".join(p["text"] for p in content if p["type"] == "text")})
+            continue
+        if role not in ("user", "tool"):
+            content = [{"type": "text", "text": f"[{role}]\n"}, *content]
+            role = "user"
         converted.append({"role": role, "content": content})
+    if system_text:
+        converted.insert(0, {"role": "system", "content": [{"type": "text", "text": "\n\n".join(system_text)}]})
     return converted, images
+
+
+_ROLE_NAMES = {"human": "user", "ai": "assistant", "developer": "system"}
 
 
 def _role(message: BaseMessage) -> str:
@@ -44,34 +68,34 @@ def _role(message: BaseMessage) -> str:
     if isinstance(message, ToolMessage):
         return "tool"
     if isinstance(message, ChatMessage):
-        return {"human": "user", "ai": "assistant"}.get(message.role, message.role)
+        return _ROLE_NAMES.get(message.role, message.role)
     raise ValueError(f"ChatQwenVL cannot send a {type(message).__name__}.")
 
 
-def _content(message: BaseMessage, images: list[Any], allow_remote: bool, where: str) -> list[dict[str, Any]]:
+def _content(message: BaseMessage, images: list[Any], access: dict[str, Any], where: str) -> list[dict[str, Any]]:
     parts: list[dict[str, Any]] = []
     for block in message.content_blocks:
         kind = block.get("type")
         if kind == "text":
             parts.append({"type": "text", "text": block["text"]})
         elif kind == "image":
-            images.append(_image(block, allow_remote, where))
+            images.append(_image(block, access, where))
             parts.append(dict(IMAGE_PLACEHOLDER))
         else:
             raise ImageInputError(f"{where} has a '{kind}' content block; ChatQwenVL accepts text and images.")
     return parts
 
 
-def _image(block: dict[str, Any], allow_remote: bool, where: str):
+def _image(block: dict[str, Any], access: dict[str, Any], where: str):
     try:
         if block.get("base64"):
             return decode_base64_image(block["base64"])
         if block.get("url"):
-            return load_image(block["url"], allow_remote=allow_remote)
+            return load_image(block["url"], **access)
         if block.get("path"):
-            return load_image(str(block["path"]))
+            return load_image(str(block["path"]), **access)
         if block.get("image") is not None:  # the Qwen processor's own form: a PIL image, path or bytes
-            return load_image(block["image"], allow_remote=allow_remote)
+            return load_image(block["image"], **access)
     except ImageInputError as exc:
         raise ImageInputError(f"{where}: {exc}") from exc
     raise ImageInputError(f"{where} has an image block without 'url' or 'base64' data (file ids are not supported).")

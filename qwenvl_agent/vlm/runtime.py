@@ -8,6 +8,7 @@ reading ~4 GB); each shows progress.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -68,6 +69,15 @@ class VLMRuntime:
     @property
     def tokenizer(self):
         return self.processor.tokenizer
+
+    @functools.cached_property
+    def opens_thinking(self) -> bool:
+        """Whether the chat template opens the reply inside ``<think>`` (Qwen3-VL's Thinking models): the
+        raw reply is then "reasoning…</think>\n\nanswer"."""
+        prompt = self.processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}], tokenize=False, add_generation_prompt=True
+        )
+        return prompt.rstrip().endswith("<think>")
 
     def stream(self, prompt, settings):
         """Yield the reply as it is generated; see ``generation.stream``."""
@@ -152,6 +162,19 @@ def loaded_runtimes() -> list[VLMRuntime]:
     """The runtimes loaded in this process."""
     with _cache_lock:
         return list(_cache.values())
+
+
+def release_runtimes(keep: VLMRuntime | None = None) -> int:
+    """Forget every loaded runtime but ``keep``, so their memory is freed once nothing else holds them (a page
+    that switched models, for example). Returns how many were released."""
+    import gc
+
+    with _cache_lock:
+        gone = [key for key, runtime in _cache.items() if runtime is not keep]
+        for key in gone:
+            del _cache[key]
+    gc.collect()
+    return len(gone)
 
 
 def _cache_key_model(model_ref: str) -> str:

@@ -35,16 +35,20 @@ SPECIAL_TOKENS = [
 # Qwen marks these as added but not special: they survive skip_special_tokens, so tool calls can be parsed.
 PLAIN_ADDED_TOKENS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<think>", "</think>"]
 
-# A Qwen3-VL-format chat template: optional tools block in the system turn, images as vision placeholders,
-# assistant tool calls as <tool_call> JSON blocks, consecutive tool results folded into one user turn.
-CHAT_TEMPLATE = r"""
-{%- macro render(content) -%}
+# A chat template in the Qwen3-VL format and with its rules, written for this project. Like the published
+# Instruct template it renders a system message only in first place (its text parts only), then the user,
+# assistant and tool roles, and silently drops anything else; tools go into the system turn, images become
+# vision placeholders, assistant tool calls <tool_call> JSON blocks, and consecutive tool results are folded
+# into one user turn. The Thinking variant renders later system messages in place and opens the reply with
+# "<think>\n" itself, as the published Thinking template does.
+_TEMPLATE = r"""
+{%- macro render(content, text_only=false) -%}
   {%- if content is string -%}{{- content -}}
   {%- elif content is iterable -%}
     {%- for item in content -%}
       {%- if item is string -%}{{- item -}}
-      {%- elif item.type == 'image' or 'image' in item or 'image_url' in item -%}{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}
-      {%- elif item.type == 'video' or 'video' in item -%}{{- '<|vision_start|><|video_pad|><|vision_end|>' -}}
+      {%- elif item.type == 'image' or 'image' in item or 'image_url' in item -%}{%- if not text_only -%}{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}{%- endif -%}
+      {%- elif item.type == 'video' or 'video' in item -%}{%- if not text_only -%}{{- '<|vision_start|><|video_pad|><|vision_end|>' -}}{%- endif -%}
       {%- elif 'text' in item -%}{{- item.text -}}
       {%- endif -%}
     {%- endfor -%}
@@ -53,17 +57,19 @@ CHAT_TEMPLATE = r"""
 {%- set has_system = messages and messages[0].role == 'system' -%}
 {%- if tools -%}
   {{- '<|im_start|>system\n' -}}
-  {%- if has_system -%}{{- render(messages[0].content) + '\n\n' -}}{%- endif -%}
+  {%- if has_system -%}{{- render(messages[0].content, true) + '\n\n' -}}{%- endif -%}
   {{- '# Tools\n\nYou may call one or more functions to assist with the user query.\n\n' -}}
   {{- 'You are provided with function signatures within <tools></tools> XML tags:\n<tools>' -}}
   {%- for tool in tools -%}{{- '\n' + (tool | tojson) -}}{%- endfor -%}
   {{- '\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n' -}}
   {{- '<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call><|im_end|>\n' -}}
 {%- elif has_system -%}
-  {{- '<|im_start|>system\n' + render(messages[0].content) + '<|im_end|>\n' -}}
+  {{- '<|im_start|>system\n' + render(messages[0].content, true) + '<|im_end|>\n' -}}
 {%- endif -%}
 {%- for message in messages -%}
   {%- if loop.first and has_system -%}
+  {%- elif message.role == 'user' -%}
+    {{- '<|im_start|>user\n' + render(message.content) + '<|im_end|>\n' -}}
   {%- elif message.role == 'assistant' -%}
     {{- '<|im_start|>assistant\n' + render(message.content) -}}
     {%- for call in message.tool_calls or [] -%}
@@ -78,12 +84,14 @@ CHAT_TEMPLATE = r"""
     {%- if loop.first or messages[loop.index0 - 1].role != 'tool' -%}{{- '<|im_start|>user' -}}{%- endif -%}
     {{- '\n<tool_response>\n' + render(message.content) + '\n</tool_response>' -}}
     {%- if loop.last or messages[loop.index0 + 1].role != 'tool' -%}{{- '<|im_end|>\n' -}}{%- endif -%}
-  {%- else -%}
-    {{- '<|im_start|>' + message.role + '\n' + render(message.content) + '<|im_end|>\n' -}}
+  {%- elif message.role == 'system' and THINKING -%}
+    {{- '<|im_start|>system\n' + render(message.content, true) + '<|im_end|>\n' -}}
   {%- endif -%}
 {%- endfor -%}
-{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}{%- endif -%}
+{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}{%- if THINKING -%}{{- '<think>\n' -}}{%- endif -%}{%- endif -%}
 """.strip()
+CHAT_TEMPLATE = _TEMPLATE.replace("THINKING", "false")
+THINKING_CHAT_TEMPLATE = _TEMPLATE.replace("THINKING", "true")
 
 # Text the tokenizer learns its merges from: English and Chinese prose, numbers, JSON tool calls.
 _CORPUS = [
@@ -183,7 +191,7 @@ def _build_config(tokenizer):
     )
 
 
-def _build_processor(tokenizer):
+def _build_processor(tokenizer, chat_template: str = CHAT_TEMPLATE):
     from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
 
     common = {
@@ -200,15 +208,16 @@ def _build_processor(tokenizer):
         image_processor=image_processor,
         tokenizer=tokenizer,
         video_processor=video_processor,
-        chat_template=CHAT_TEMPLATE,
+        chat_template=chat_template,
     )
 
 
-def make_tiny_checkpoint(path: str | Path, *, vocab_size: int = 640, seed: int = 0) -> Path:
+def make_tiny_checkpoint(path: str | Path, *, vocab_size: int = 640, seed: int = 0, thinking: bool = False) -> Path:
     """Write a tiny random Qwen3-VL checkpoint to ``path`` and return the folder.
 
     It loads with ``ChatQwenVL(model=path)`` through the same code as the real model and generates in
     milliseconds. Its replies are random text: use ``scripted_replies`` where a test needs a known reply.
+    ``thinking=True`` gives it the Thinking model's chat template (the reply opens inside ``<think>``).
     """
     import torch
     from transformers import GenerationConfig, Qwen3VLForConditionalGeneration
@@ -229,7 +238,7 @@ def make_tiny_checkpoint(path: str | Path, *, vocab_size: int = 640, seed: int =
         top_k=20,
     )
     model.save_pretrained(path)
-    _build_processor(tokenizer).save_pretrained(path)
+    _build_processor(tokenizer, THINKING_CHAT_TEMPLATE if thinking else CHAT_TEMPLATE).save_pretrained(path)
     (path / "README.md").write_text("Tiny random Qwen3-VL checkpoint made by qwenvl_agent.vlm.testing.\n")
     return path
 

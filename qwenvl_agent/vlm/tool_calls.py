@@ -1,7 +1,10 @@
 """Qwen's tool-call format: ``<tool_call>\\n{"name": …, "arguments": {…}}\\n</tool_call>`` blocks in a reply.
 
 ``parse_tool_calls`` splits a whole reply; ``ToolCallSplitter`` does the same incrementally for streams,
-never letting a half-written ``<tool_call>`` marker leak out as text.
+never letting a half-written ``<tool_call>`` marker leak out as text. The JSON is read leniently, as
+small Qwen models write it: single quotes, trailing commas, a missing brace or ``</tool_call>``,
+``arguments`` as a JSON string (json-repair does the repairing). ``bare_call`` recognises a call written
+as plain JSON without the tags.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 import json
 import re
 import uuid
+
+import json_repair
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,14 +68,13 @@ def parse_call(block: str) -> ParsedCall:
     """Parse the JSON inside one ``<tool_call>`` block."""
     raw = block.strip()
     call = ParsedCall(id=new_call_id(), raw=raw)
-    try:
-        data = json.loads(_FENCE.sub("", raw))
-    except json.JSONDecodeError as exc:
+    data = _lenient_json(raw)
+    if not isinstance(data, dict) or not data:
         call.name = _guess_name(raw)
-        call.error = f"The tool call is not valid JSON ({exc.msg} at character {exc.pos})."
-        return call
-    if not isinstance(data, dict):
-        call.error = "The tool call must be a JSON object with 'name' and 'arguments'."
+        call.error = (
+            "The tool call is not a JSON object. Write it as <tool_call>\n"
+            '{"name": "<tool name>", "arguments": {<arguments>}}\n</tool_call>.'
+        )
         return call
     name = data.get("name")
     if not isinstance(name, str) or not name.strip():
@@ -85,20 +89,37 @@ def parse_call(block: str) -> ParsedCall:
     return call
 
 
+def bare_call(text: str, tool_names: list[str]) -> ParsedCall | None:
+    """A reply that is nothing but ``{"name": …, "arguments": …}`` (fenced or not) naming one of the tools:
+    a call the model wrote without its tags."""
+    stripped = _FENCE.sub("", text.strip()).strip()
+    if not (stripped.startswith("{") and stripped.endswith("}")) or '"name"' not in stripped.replace("'", '"'):
+        return None
+    call = parse_call(stripped)
+    return call if call.error is None and call.name in tool_names else None
+
+
+def _lenient_json(text: str) -> Any:
+    try:
+        return json.loads(_FENCE.sub("", text))
+    except json.JSONDecodeError:
+        return json_repair.loads(text)
+
+
 def _decode_arguments(args: Any) -> Any:
     """Arguments as a dict; models sometimes write them as a JSON string, or leave them out."""
     if args is None:
         return {}
     if isinstance(args, str):
-        try:
-            return json.loads(args) if args.strip() else {}
-        except json.JSONDecodeError:
-            return args
+        if not args.strip():
+            return {}
+        decoded = _lenient_json(args)
+        return decoded if isinstance(decoded, dict) else args
     return args
 
 
 def _guess_name(raw: str) -> str | None:
-    match = re.search(r'"name"\s*:\s*"([^"]+)"', raw)
+    match = re.search(r"""["']name["']\s*:\s*["']([^"']+)["']""", raw)
     return match.group(1) if match else None
 
 
@@ -158,3 +179,57 @@ def _partial_marker_length(text: str) -> int:
         if OPEN.startswith(text[-size:]):
             return size
     return 0
+
+
+THINK_END = "</think>"
+
+
+@dataclass
+class Reasoning:
+    """A piece of a Thinking model's reasoning: not the answer, and never a tool call."""
+
+    text: str
+
+
+class ReplySplitter:
+    """Splits a streamed reply into ``Reasoning`` pieces (for a Thinking model, whose reply opens inside
+    ``<think>``, everything up to ``</think>``), then answer text and ``ParsedCall``s. A tool call written
+    inside the reasoning stays reasoning: it is thought about, not made."""
+
+    def __init__(self, thinking: bool = False) -> None:
+        self.thinking = thinking
+        self.reasoning = ""
+        self._calls = ToolCallSplitter()
+        self._held = ""
+        self._strip_newlines = thinking  # the answer follows "</think>" after a blank line
+
+    def feed(self, text: str) -> list[str | ParsedCall | Reasoning]:
+        if not self.thinking:
+            return self._answer(text)
+        self._held += text
+        end = self._held.find(THINK_END)
+        if end < 0:
+            keep = next((n for n in range(min(len(THINK_END) - 1, len(self._held)), 0, -1)
+                         if THINK_END.startswith(self._held[-n:])), 0)
+            piece, self._held = self._held[: len(self._held) - keep], self._held[len(self._held) - keep :]
+            return self._reason(piece)
+        piece, rest = self._held[:end], self._held[end + len(THINK_END) :]
+        self._held = ""
+        self.thinking = False
+        return self._reason(piece) + self._answer(rest)
+
+    def finish(self) -> list[str | ParsedCall | Reasoning]:
+        if self.thinking:  # the reply ended while still reasoning
+            held, self._held = self._held, ""
+            return self._reason(held)
+        return self._calls.finish()
+
+    def _reason(self, text: str) -> list[Reasoning]:
+        self.reasoning += text
+        return [Reasoning(text)] if text else []
+
+    def _answer(self, text: str) -> list[str | ParsedCall]:
+        if self._strip_newlines:
+            text = text.lstrip("\n")
+            self._strip_newlines = not text
+        return self._calls.feed(text) if text else []

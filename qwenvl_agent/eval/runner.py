@@ -1,0 +1,180 @@
+"""Run the evaluation: each item through the tools (or the agent), scored, timed, written down.
+
+Writes ``items.jsonl`` (one line per item: question, truth, prediction, score, seconds, steps) and
+``summary.md`` (scores and seconds per task, category and language) into the output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import HumanMessage
+
+from qwenvl_agent.tools import ImageStore, make_tools
+from qwenvl_agent.tools.base import image_block
+
+from .dataset import EvalItem
+from .metrics import char_accuracy, chart_value_accuracy, score_answer
+
+QA_SUFFIX = " Answer briefly. If the image does not show it, say so."
+
+
+@dataclass
+class EvalSettings:
+    set_name: str = "quick"
+    mode: str = "tools"  # "tools": one tool or model call per item; "agent": questions go through the agent
+    ocr_engine: str = "rapidocr"
+    description: str = ""  # what ran: model, engine, backend
+    tasks: tuple[str, ...] = ("ocr", "chart", "qa")
+
+
+@dataclass
+class ItemResult:
+    id: str
+    category: str
+    task: str
+    lang: str
+    question: str
+    truth: Any
+    prediction: str
+    score: float
+    seconds: float
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+
+def run_eval(items: list[EvalItem], vlm: BaseChatModel, settings: EvalSettings, output: Path, progress: bool = True) -> list[ItemResult]:
+    from tqdm.auto import tqdm
+
+    output.mkdir(parents=True, exist_ok=True)
+    chosen = [item for item in items if item.task in settings.tasks]
+    results: list[ItemResult] = []
+    with open(output / "items.jsonl", "w", encoding="utf-8") as lines, tqdm(
+        chosen, desc=f"qwenvl eval ({settings.set_name})", unit="item", disable=not progress
+    ) as bar:
+        for item in bar:
+            result = _run_item(item, vlm, settings)
+            results.append(result)
+            lines.write(json.dumps(result.__dict__, ensure_ascii=False, default=str) + "\n")
+            lines.flush()
+            bar.set_postfix(score=f"{statistics.fmean(r.score for r in results):.2f}")
+    (output / "summary.md").write_text(summary(results, settings), encoding="utf-8")
+    return results
+
+
+def _run_item(item: EvalItem, vlm: BaseChatModel, settings: EvalSettings) -> ItemResult:
+    started = time.perf_counter()
+    prediction, steps, error, score = "", [], None, 0.0
+    try:
+        if item.task == "ocr":
+            prediction, steps = _tool(item, vlm, settings, "ocr_image", {})
+            score = char_accuracy(prediction, item.text)
+        elif item.task == "chart":
+            prediction, steps = _tool(item, vlm, settings, "read_chart", {})
+            score = chart_value_accuracy(_chart_values(steps[-1].get("data")), item.values)
+        elif settings.mode == "agent":
+            prediction, steps = _agent(item, vlm, settings)
+            score = score_answer(prediction, item.answer, item.answer_type)
+        else:
+            parts = [image_block(image, vlm) for image in item.images]
+            reply = vlm.invoke([HumanMessage(content=parts + [{"type": "text", "text": item.question + QA_SUFFIX}])])
+            prediction = reply.text.strip()
+            score = score_answer(prediction, item.answer, item.answer_type)
+    except Exception as exc:  # noqa: BLE001 - one failing item is scored 0 and recorded, the run goes on
+        error = f"{type(exc).__name__}: {exc}"
+    truth = item.text if item.task == "ocr" else (item.values if item.task == "chart" else item.answer)
+    return ItemResult(item.id, item.category, item.task, item.lang, item.question, truth, prediction, score,
+                      round(time.perf_counter() - started, 3), steps, error)
+
+
+def _tool(item: EvalItem, vlm: BaseChatModel, settings: EvalSettings, name: str, args: dict[str, Any]):
+    store = ImageStore()
+    image_id = store.add(item.images[0])
+    tool = next(t for t in make_tools(vlm, store, ocr_engine=settings.ocr_engine) if t.name == name)
+    message = tool.invoke({"name": name, "args": {"image_id": image_id, **args}, "id": "eval", "type": "tool_call"})
+    artifact = message.artifact if isinstance(message.artifact, dict) else {}
+    step = {"tool": name, "seconds": artifact.get("seconds"), "is_error": message.status == "error", "data": artifact.get("data")}
+    if message.status == "error":
+        raise RuntimeError(message.text)
+    return message.text, [step]
+
+
+def _chart_values(data: dict[str, Any] | None) -> dict[str, float]:
+    chart = (data or {}).get("chart") or {}
+    series = chart.get("series") or []
+    if not series:
+        return {}
+    return {str(c): float(v) for c, v in zip(chart.get("categories") or [], series[0].get("values") or []) if v is not None}
+
+
+def _agent(item: EvalItem, vlm: BaseChatModel, settings: EvalSettings):
+    from qwenvl_agent.agent import DocumentAssistant
+
+    assistant = DocumentAssistant(vlm, ocr_engine=settings.ocr_engine)
+    result = assistant.ask(item.question, images=item.images)
+    steps = [{"tool": s.tool, "args": s.args, "seconds": s.seconds, "is_error": s.is_error} for s in result.steps]
+    return result.answer, steps
+
+
+def summary(results: list[ItemResult], settings: EvalSettings) -> str:
+    lines = [
+        f"# qwenvl eval: {settings.set_name} set",
+        "",
+        f"What ran: {settings.description or 'not recorded'}; mode {settings.mode}; OCR engine {settings.ocr_engine}.",
+        f"{len(results)} items, {sum(1 for r in results if r.error)} failed with an error (scored 0).",
+        "",
+        "| group | items | score | seconds per item (mean) | seconds (median) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    groups: dict[str, list[ItemResult]] = defaultdict(list)
+    for result in results:
+        groups[f"{result.task} (all)"].append(result)
+        groups[result.category].append(result)
+        if result.task == "ocr":
+            groups[f"ocr, {result.lang}"].append(result)
+    for name in sorted(groups, key=lambda g: (g.split("/")[0].split(",")[0].split(" ")[0], "(all)" not in g, g)):
+        group = groups[name]
+        lines.append(
+            f"| {name} | {len(group)} | {statistics.fmean(r.score for r in group):.3f} | "
+            f"{statistics.fmean(r.seconds for r in group):.2f} | {statistics.median(r.seconds for r in group):.2f} |"
+        )
+    lines += ["", "Scores: OCR, character accuracy; charts, share of values read within 2 %; questions, numbers "
+              "within 1 %, text by ANLS, yes/no, and unanswerable questions by saying so.", ""]
+    lines += confidence_table(results)
+    return "\n".join(lines)
+
+
+CONFIDENCE_BUCKETS = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 1.01)
+
+
+def confidence_table(results: list[ItemResult]) -> list[str]:
+    """For the OCR engine's lines: how often a line of each confidence was read exactly (found as written in
+    the document's text). This is what the hybrid engine's threshold is chosen from."""
+    from rapidfuzz import fuzz
+
+    from .metrics import normalise_text
+
+    counts = [[0, 0] for _ in CONFIDENCE_BUCKETS[:-1]]
+    for result in results:
+        if result.task != "ocr":
+            continue
+        truth = " ".join(normalise_text(str(result.truth)).split())
+        for step in result.steps:
+            for line in (step.get("data") or {}).get("lines") or []:
+                bucket = next(i for i in range(len(counts)) if line["score"] < CONFIDENCE_BUCKETS[i + 1])
+                counts[bucket][0] += 1
+                counts[bucket][1] += fuzz.partial_ratio(" ".join(line["text"].split()), truth) == 100
+    if not any(total for total, _ in counts):
+        return []
+    table = ["## OCR lines by confidence", "", "| confidence | lines | read exactly |", "| --- | --- | --- |"]
+    for (low, high), (total, exact) in zip(zip(CONFIDENCE_BUCKETS, CONFIDENCE_BUCKETS[1:]), counts):
+        if total:
+            table.append(f"| {low:.2f} to {min(high, 1.0):.2f} | {total} | {exact / total:.3f} |")
+    return table + [""]

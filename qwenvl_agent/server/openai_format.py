@@ -1,0 +1,237 @@
+"""The OpenAI chat-completions format, both ways: a request into LangChain messages and generation
+options, a LangChain reply (whole or streamed) into a completion or its chunks. Pure functions; every
+problem with a request is a ``RequestError`` that becomes a 400 in the OpenAI error shape."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from PIL import Image
+
+
+class RequestError(ValueError):
+    """A request the server will not run; ``param`` names the field."""
+
+    def __init__(self, message: str, param: str | None = None, status: int = 400, kind: str = "invalid_request_error"):
+        super().__init__(message)
+        self.param = param
+        self.status = status
+        self.kind = kind
+
+
+def error_body(message: str, kind: str = "invalid_request_error", param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def to_messages(raw: Any, load_image: Callable[[str, str], Image.Image], max_images: int) -> list[BaseMessage]:
+    """OpenAI messages as LangChain messages; ``image_url`` parts are decoded by ``load_image(url, where)``
+    (which enforces the server's rules) and handed on as decoded images."""
+    if not isinstance(raw, list) or not raw:
+        raise RequestError("messages must be a non-empty list.", "messages")
+    messages: list[BaseMessage] = []
+    images = 0
+    for index, item in enumerate(raw):
+        where = f"messages[{index}]"
+        if not isinstance(item, dict):
+            raise RequestError(f"{where} must be an object with a role and content.", where)
+        role = item.get("role")
+        if role in ("system", "developer"):
+            messages.append(SystemMessage(_text(item.get("content"), where)))
+        elif role == "user":
+            parts, count = _parts(item.get("content"), where, load_image, max_images - images)
+            images += count
+            messages.append(HumanMessage(content=parts))
+        elif role == "assistant":
+            messages.append(AIMessage(content=_text(item.get("content") or "", where), tool_calls=_calls(item.get("tool_calls"), where)))
+        elif role == "tool":
+            if not item.get("tool_call_id"):
+                raise RequestError(f"{where} is a tool message without tool_call_id.", f"{where}.tool_call_id")
+            parts, count = _parts(item.get("content"), where, load_image, max_images - images)
+            images += count
+            messages.append(ToolMessage(content=parts, tool_call_id=str(item["tool_call_id"])))
+        else:
+            raise RequestError(f"{where} has the role {role!r}; use system, user, assistant or tool.", f"{where}.role")
+    return messages
+
+
+def _text(content: Any, where: str) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text":
+                raise RequestError(f"{where} may only hold text here.", where)
+            texts.append(str(part.get("text", "")))
+        return "".join(texts)
+    raise RequestError(f"{where}.content must be a string or a list of parts.", f"{where}.content")
+
+
+def _parts(content: Any, where: str, load_image, images_left: int) -> tuple[list[dict[str, Any]], int]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}], 0
+    if not isinstance(content, list):
+        raise RequestError(f"{where}.content must be a string or a list of parts.", f"{where}.content")
+    parts, images = [], 0
+    for number, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            parts.append({"type": "text", "text": str(part.get("text", ""))})
+        elif kind == "image_url":
+            url = part.get("image_url")
+            url = url.get("url") if isinstance(url, dict) else url
+            if not isinstance(url, str) or not url:
+                raise RequestError(f"{where}.content[{number}] has no image_url.url.", f"{where}.content[{number}]")
+            images += 1
+            if images > images_left:
+                raise RequestError("Too many images in one request.", "messages")
+            parts.append({"type": "image", "image": load_image(url, f"{where}.content[{number}]")})
+        else:
+            raise RequestError(
+                f"{where}.content[{number}] has the type {kind!r}; this server takes 'text' and 'image_url' parts.",
+                f"{where}.content[{number}].type",
+            )
+    return parts, images
+
+
+def _calls(raw: Any, where: str) -> list[dict[str, Any]]:
+    calls = []
+    for call in raw or []:
+        function = (call or {}).get("function") or {}
+        arguments = function.get("arguments") or "{}"
+        try:
+            args = json.loads(arguments) if isinstance(arguments, str) else dict(arguments)
+        except (ValueError, TypeError) as exc:
+            raise RequestError(f"{where}.tool_calls has arguments that are not a JSON object.", f"{where}.tool_calls") from exc
+        calls.append({"name": function.get("name", ""), "args": args, "id": call.get("id") or f"call_{uuid.uuid4().hex[:12]}"})
+    return calls
+
+
+def generation_options(body: dict[str, Any], max_tokens_cap: int) -> dict[str, Any]:
+    """The per-call keyword arguments for ChatQwenVL from a request's sampling fields."""
+    options: dict[str, Any] = {}
+    requested = body.get("max_completion_tokens", body.get("max_tokens"))
+    if requested is not None:
+        if not isinstance(requested, int) or requested < 1:
+            raise RequestError("max_tokens must be a positive integer.", "max_tokens")
+        if requested > max_tokens_cap:
+            raise RequestError(f"max_tokens may be at most {max_tokens_cap} on this server.", "max_tokens")
+        options["max_tokens"] = requested
+    else:
+        options["max_tokens"] = min(512, max_tokens_cap)
+    for name, low, high in (("temperature", 0.0, 2.0), ("top_p", 0.0, 1.0)):
+        value = body.get(name)
+        if value is not None:
+            if not isinstance(value, (int, float)) or not low <= value <= high:
+                raise RequestError(f"{name} must be a number from {low:g} to {high:g}.", name)
+            options[name] = float(value)
+    if body.get("seed") is not None:
+        options["seed"] = int(body["seed"])
+    stop = body.get("stop")
+    if stop is not None:
+        stops = [stop] if isinstance(stop, str) else stop
+        if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops) or len(stops) > 4:
+            raise RequestError("stop must be a string or a list of at most 4 strings.", "stop")
+        options["stop"] = stops
+    return options
+
+
+def tools_and_choice(body: dict[str, Any]) -> tuple[list[dict] | None, Any]:
+    """The request's tools and tool_choice; a ``response_format`` json_schema becomes one forced tool."""
+    tools, choice = body.get("tools"), body.get("tool_choice")
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        if not isinstance(schema, dict):
+            raise RequestError("response_format.json_schema.schema must be a JSON schema object.", "response_format")
+        name = (response_format.get("json_schema") or {}).get("name") or "response"
+        return [{"type": "function", "function": {"name": name, "description": "The response.", "parameters": schema}}], name
+    if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) and t.get("function") for t in tools)):
+        raise RequestError("tools must be a list of {'type': 'function', 'function': {...}} objects.", "tools")
+    if isinstance(choice, dict):
+        choice = (choice.get("function") or {}).get("name")
+    return tools or None, choice
+
+
+def completion(message: AIMessage, model: str, structured: bool) -> dict[str, Any]:
+    """A whole reply as a ``chat.completion``. For a json_schema response the forced call's arguments are
+    the content."""
+    finish = message.response_metadata.get("finish_reason", "stop")
+    body: dict[str, Any] = {"role": "assistant", "content": message.text or None}
+    if structured:
+        body["content"] = json.dumps(message.tool_calls[0]["args"], ensure_ascii=False) if message.tool_calls else message.text
+        finish = "stop" if finish == "tool_calls" else finish
+    elif message.tool_calls:
+        body["tool_calls"] = [
+            {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": json.dumps(c["args"], ensure_ascii=False)}}
+            for c in message.tool_calls
+        ]
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": body, "finish_reason": _openai_reason(finish)}],
+        "usage": usage(message.usage_metadata),
+    }
+
+
+def usage(metadata: dict | None) -> dict[str, int]:
+    metadata = metadata or {}
+    return {
+        "prompt_tokens": metadata.get("input_tokens", 0),
+        "completion_tokens": metadata.get("output_tokens", 0),
+        "total_tokens": metadata.get("total_tokens", 0),
+    }
+
+
+def _openai_reason(reason: str) -> str:
+    return {"timeout": "length", "repetition": "length", "cancelled": "stop"}.get(reason, reason)
+
+
+class ChunkWriter:
+    """Streamed chunks (``chat.completion.chunk``) of one reply."""
+
+    def __init__(self, model: str, structured: bool):
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.model = model
+        self.structured = structured
+
+    def chunk(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
+        choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model, "choices": choices, **extra}
+
+    def deltas(self, piece: AIMessageChunk) -> list[dict[str, Any]]:
+        deltas = []
+        if piece.text:
+            deltas.append({"content": piece.text})
+        for call in piece.tool_call_chunks:
+            if self.structured:
+                deltas.append({"content": _arguments_text(call.get("args"))})
+                continue
+            deltas.append({"tool_calls": [{
+                "index": call.get("index") or 0,
+                "id": call.get("id"),
+                "type": "function",
+                "function": {"name": call.get("name"), "arguments": call.get("args") or ""},
+            }]})
+        return deltas
+
+    def finish_reason(self, piece: AIMessageChunk) -> str:
+        reason = _openai_reason(piece.response_metadata.get("finish_reason", "stop"))
+        return "stop" if self.structured and reason == "tool_calls" else reason
+
+
+def _arguments_text(args: Any) -> str:
+    if isinstance(args, str):
+        try:
+            return json.dumps(json.loads(args), ensure_ascii=False)
+        except ValueError:
+            return args
+    return json.dumps(args or {}, ensure_ascii=False)

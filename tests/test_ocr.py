@@ -1,0 +1,150 @@
+"""The offline OCR engine: RapidOCR's real models on drawn documents, the layout rebuilt from boxes, the
+hybrid engine's check by the vision model, and the engine choice."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from documents import draw_text_image
+from langchain_core.callbacks import BaseCallbackHandler
+from PIL import Image, ImageDraw, ImageFont
+from rapidfuzz.distance import Levenshtein
+
+from qwenvl_agent.tools import ImageStore, OcrEngineError, TextPiece, make_tools, to_text
+from qwenvl_agent.tools import rapid_ocr
+from qwenvl_agent.vlm import ChatQwenVL
+from qwenvl_agent.vlm.testing import scripted_replies
+
+CJK_FONT = Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
+
+
+def run(tool, **args):
+    return tool.invoke({"name": tool.name, "args": args, "id": "call-1", "type": "tool_call"})
+
+
+def similarity(a: str, b: str) -> float:
+    return Levenshtein.normalized_similarity(" ".join(a.split()), " ".join(b.split()))
+
+
+def draw_table() -> Image.Image:
+    image = Image.new("RGB", (900, 260), "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=26)
+    rows = [("Item", "Qty", "Amount"), ("Sensor kit", "40", "500.00"), ("Cable", "300", "126.00"), ("Service", "1", "82.58")]
+    for r, row in enumerate(rows):
+        for c, cell in enumerate(row):
+            draw.text((30 + c * 300, 20 + r * 58), cell, fill="black", font=font)
+    return image
+
+
+@pytest.fixture
+def store():
+    store = ImageStore()
+    store.add(draw_text_image(["INVOICE No. 12345678", "Date: 2026-03-14", "Buyer: ACME Ltd", "Total: 1,500.00"], size=(520, 200)))
+    store.add(draw_table())
+    return store
+
+
+def test_layout_rows_tables_and_paragraphs_from_boxes():
+    pieces = [
+        TextPiece("Total:", (500, 400, 580, 420)),
+        TextPiece("Invoice", (10, 10, 90, 30)),
+        TextPiece("1,500.00", (700, 402, 800, 421)),
+        TextPiece("No. 5", (95, 11, 150, 31)),
+        TextPiece("Item", (10, 100, 60, 120)), TextPiece("Qty", (300, 100, 340, 120)), TextPiece("Price", (500, 101, 560, 121)),
+        TextPiece("Pen|blue", (10, 130, 90, 150)), TextPiece("2", (300, 130, 312, 150)), TextPiece("3.00", (500, 131, 550, 151)),
+    ]
+    assert to_text(pieces).splitlines() == [
+        "Invoice No. 5",
+        "",
+        "| Item | Qty | Price |",
+        "| --- | --- | --- |",
+        "| Pen\\|blue | 2 | 3.00 |",
+        "",
+        "Total:   1,500.00",
+    ]
+    assert to_text([]) == ""
+
+
+def test_rapidocr_reads_a_drawn_invoice_offline(store, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("the OCR engine tried to reach the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(rapid_ocr, "_engine", None)  # build it afresh, under the no-network guard
+    ocr = make_tools(None, store)[0]
+    message = run(ocr, image_id="img-1")
+    assert message.status == "success", message.content
+    expected = "INVOICE No. 12345678\nDate: 2026-03-14\nBuyer: ACME Ltd\nTotal: 1,500.00"
+    assert similarity(message.content, expected) > 0.9, message.content
+    lines = message.artifact["data"]["lines"]
+    assert message.artifact["data"]["engine"] == "rapidocr" and len(lines) >= 4
+    assert all(0 < line["score"] <= 1 and 0 <= line["box"][0] < line["box"][2] <= 1000 for line in lines)
+
+
+def test_rapidocr_rebuilds_a_table_as_markdown(store):
+    text = run(make_tools(None, store)[0], image_id="img-2").content
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    assert len(table) == 5 and table[1].count("---") == 3, text
+    assert "Sensor kit" in table[2] and "500.00" in table[2]
+
+
+@pytest.mark.skipif(not CJK_FONT.is_file(), reason="Chinese text needs Debian's fonts-noto-cjk")
+def test_rapidocr_reads_chinese():
+    image = Image.new("RGB", (700, 140), "white")
+    font = ImageFont.truetype(str(CJK_FONT), 36)
+    ImageDraw.Draw(image).text((20, 40), "发票号码：12345678 价税合计", fill="black", font=font)
+    store = ImageStore()
+    store.add(image)
+    text = run(make_tools(None, store)[0], image_id="img-1").content
+    assert similarity(text, "发票号码：12345678 价税合计") > 0.8, text
+
+
+def test_the_engine_argument_overrides_the_tools_engine_for_one_call(tiny_model, store):
+    ocr = make_tools(ChatQwenVL(model=tiny_model), store, ocr_engine="vlm")[0]
+    assert "engine" not in ocr.tool_call_schema.model_json_schema()["properties"]  # the planner never sees it
+    message = ocr.invoke({"image_id": "img-1", "engine": "rapidocr"})
+    assert "12345678" in message
+
+
+def test_hybrid_sends_only_uncertain_lines_to_the_model_as_crops(tiny_model, store):
+    llm = ChatQwenVL(model=tiny_model)
+    ocr = make_tools(llm, store, ocr_engine="hybrid")[0]
+    ocr.hybrid_threshold = 0.0  # RapidOCR is sure of every line: the model is not asked
+    with scripted_replies(llm.runtime, ["1: never used"]) as left:
+        sure = run(ocr, image_id="img-1")
+    assert left == ["1: never used"] and sure.artifact["data"]["checked_by_vlm"] == []
+
+    ocr.hybrid_threshold = 1.01  # every line is uncertain: each goes to the model, which corrects line 2
+    seen = []
+    llm.callbacks = [_Recorder(seen)]
+    with scripted_replies(llm.runtime, ["1: INVOICE No. 12345678\n2: Date: 2099-01-01"]) as left:
+        checked = run(ocr, image_id="img-1")
+    assert left == []
+    assert "Date: 2099-01-01" in checked.content and checked.artifact["data"]["checked_by_vlm"][:2] == [0, 1]
+    sent = seen[0][0][0].content
+    images = [block for block in sent if block.get("type") == "image"]
+    assert len(images) == len(checked.artifact["data"]["lines"])
+    assert all(block["image"].height < 100 for block in images)  # line crops, not the page
+
+
+def test_an_unknown_ocr_engine_is_refused(store):
+    with pytest.raises(ValueError, match="ocr_engine must be one of vlm, rapidocr, hybrid"):
+        make_tools(None, store, ocr_engine="tesseract")
+
+
+def test_missing_models_are_a_clear_error_not_a_download(tmp_path, monkeypatch):
+    with pytest.raises(OcrEngineError, match="never downloads"):
+        rapid_ocr._model(tmp_path, "det")
+
+
+class _Recorder(BaseCallbackHandler):
+    """Keeps the messages each chat-model call received."""
+
+    def __init__(self, seen):
+        self.seen = seen
+
+    def on_chat_model_start(self, serialized, messages, **kwargs):
+        self.seen.append(messages)

@@ -1,0 +1,93 @@
+"""Remote backends: planner and tools on an OpenAI-compatible server, through LangChain's ChatOpenAI. Tested
+for real against ``qwenvl serve`` started as a separate process on the tiny checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from documents import draw_invoice, png_bytes
+
+pytest.importorskip("fastapi")
+pytest.importorskip("langchain_openai")
+
+from langchain_core.messages import HumanMessage  # noqa: E402
+
+from qwenvl_agent.agent import DocumentAssistant  # noqa: E402
+from qwenvl_agent.agent.backends import chat_model  # noqa: E402
+from qwenvl_agent.tools import ImageStore, make_tools  # noqa: E402
+
+KEY = "remote-key"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def remote(tiny_model, tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("remote") / "serve.log"
+    command = [sys.executable, "-m", "qwenvl_agent.cli", "serve", "--model", tiny_model, "--engine", "torch",
+               "--port", str(port), "--api-key", KEY]
+    with log.open("w") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.3)
+    yield f"{url}/v1", tiny_model
+    process.terminate()
+    process.wait(20)
+
+
+def remote_model(remote, **options):
+    base_url, model = remote
+    return chat_model("openai", model=model, base_url=base_url, api_key=KEY, max_tokens=options.get("max_tokens", 8))
+
+
+def test_chatopenai_talks_to_qwenvl_serve_with_an_image(remote):
+    llm = remote_model(remote)
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + __import__("base64").b64encode(png_bytes(draw_invoice())).decode()}}
+    reply = llm.invoke([HumanMessage(content=[image, {"type": "text", "text": "What is the total?"}])])
+    assert isinstance(reply.content, str) and reply.usage_metadata["input_tokens"] > 64
+    streamed = list(llm.stream("Hello"))
+    assert streamed and all(isinstance(chunk.content, str) for chunk in streamed)
+
+
+def test_the_tools_and_the_agent_run_on_the_remote_model(remote):
+    llm = remote_model(remote)
+    store = ImageStore()
+    store.add(draw_invoice())
+    describe = {t.name: t for t in make_tools(llm, store, ocr_engine="vlm")}["describe_image"]
+    message = describe.invoke({"name": "describe_image", "args": {"image_id": "img-1"}, "id": "c", "type": "tool_call"})
+    assert message.status == "success"
+    result = DocumentAssistant(llm, max_steps=3).ask("What is the invoice total?", images=[draw_invoice()])
+    assert isinstance(result.answer, str)
+
+
+def test_qwenvl_ask_with_the_openai_backend(remote, tmp_path):
+    base_url, model = remote
+    image = tmp_path / "invoice.png"
+    image.write_bytes(png_bytes(draw_invoice()))
+    command = [sys.executable, "-m", "qwenvl_agent.cli", "ask", str(image), "-q", "What is the total?", "--json",
+               "--backend", "openai", "--base-url", base_url, "--api-key", KEY, "--model", model, "--max-steps", "3"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["error"] is None and isinstance(result["answer"], str)
