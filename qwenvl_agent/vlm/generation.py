@@ -14,7 +14,7 @@ from typing import Any
 
 from . import cancel
 from .errors import GenerationError, ImageInputError, PromptTooLongError
-from .images import checkpoint_min_tokens, pixel_budget
+from .images import pixel_budget
 from .reuse import find_image_spans, image_key
 
 DEFAULT_MAX_IMAGE_TOKENS = 1024
@@ -128,10 +128,7 @@ def build_inputs(runtime, prompt: Prompt, settings: GenerationSettings):
     kwargs: dict[str, Any] = {}
     keys: list[Any] = []
     if prompt.images:
-        low = settings.min_image_tokens
-        if low is None:
-            low = min(checkpoint_min_tokens(processor), settings.max_image_tokens)
-        budget = pixel_budget(settings.max_image_tokens, low)
+        budget = pixel_budget(settings.max_image_tokens, settings.min_image_tokens)
         kwargs = {"images": [fit_for_model(image) for image in prompt.images], **_budget_arguments(budget)}
         keys = [(image_key(image), budget["min_pixels"], budget["max_pixels"]) for image in kwargs["images"]]
     try:

@@ -49,14 +49,6 @@ def pixel_budget(max_image_tokens: int, min_image_tokens: int | None = None) -> 
     return {"min_pixels": tokens_to_pixels(low), "max_pixels": tokens_to_pixels(max_image_tokens)}
 
 
-def checkpoint_min_tokens(processor) -> int:
-    """The smallest image budget a checkpoint's processor is configured with (64 tokens for Qwen3-VL-2B)."""
-    image_processor = getattr(processor, "image_processor", None)
-    size = getattr(image_processor, "size", None) or {}
-    pixels = size.get("shortest_edge") or getattr(image_processor, "min_pixels", None)
-    return max(1, int(pixels) // PIXELS_PER_TOKEN) if pixels else DEFAULT_MIN_IMAGE_TOKENS
-
-
 def load_image(
     source: Any,
     *,
