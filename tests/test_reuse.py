@@ -12,7 +12,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, Tool
 from PIL import Image
 
 from qwenvl_agent.vlm import ChatQwenVL, load_runtime
-from qwenvl_agent.vlm.engine_torch import mrope_positions
+from qwenvl_agent.vlm.positions import mrope_positions
 from qwenvl_agent.vlm.reuse import ImageSpan, PrefixCache, PrefixEntry, VisionCache, find_image_spans, image_key
 
 SWITCHES = {

@@ -57,13 +57,12 @@ def scripted_texts() -> list[str]:
         "lowest with 0.8 million; Q4 is 1.0 million.",
     }
     answer = (
-        f"The invoice total is {INVOICE_TOTAL} CNY (from ocr_image on img-1). The best quarter in the chart is Q3 "
-        "with 1.2 million CNY (from read_chart on img-2). 1,234,560.00 is more than 1,200,000.00, by 34,560.00 "
-        "CNY, so yes: the invoice total is higher than the best quarter's sales."
+        f"The invoice total is {INVOICE_TOTAL} CNY (ocr_image on img-1). The best quarter is Q3 with 1.2 million "
+        "CNY (read_chart on img-2). 1,234,560.00 > 1,200,000.00, so yes, the total is higher."
     )
     return [
         _call("I will read the invoice first to find its total.", "ocr_image", {"image_id": "img-1"}),
-        "\n".join(ocr_lines * 2),
+        "\n".join(ocr_lines),
         _call("Now I need the best quarter from the chart.", "read_chart", {"image_id": "img-2", "question": "Which quarter is highest?"}),
         json.dumps(chart, indent=2),
         answer,

@@ -356,16 +356,16 @@ def _load_openvino(model_ref: str, revision: str | None, path: Path, options: _O
         raise ModelNotAvailableError(f"Could not load the processor of {model_ref} from {processor_path}: {exc}") from exc
     weights = _ir_weights(ir_path, options.weights)
     model = load_openvino_model(ir_path, options.dtype, options.num_threads)
-    vision_cache = VisionCache(options.vision_cache_mb)
+    vision_cache, prefix_cache = VisionCache(options.vision_cache_mb), PrefixCache(options.prefix_cache_mb)
     return VLMRuntime(
-        engine=OpenVINOEngine(model, vision_cache, weights),
+        engine=OpenVINOEngine(model, vision_cache, prefix_cache, weights),
         processor=processor,
         model_id=model_ref,
         revision=revision,
         path=ir_path,
         gate=GenerationGate(max_waiting=options.max_waiting),
         vision_cache=vision_cache,
-        prefix_cache=PrefixCache(0, max_entries=0),
+        prefix_cache=prefix_cache,
     )
 
 
