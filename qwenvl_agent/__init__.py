@@ -17,15 +17,19 @@ from .agent import (
     build_agent,
     stream,
 )
-from .tools import ChartData, ImageStore, UnknownImageError, make_tools, parse_chart_json
+from .agent.backends import chat_model
+from .tools import ChartData, ImageStore, OcrEngineError, UnknownImageError, make_tools, parse_chart_json
 from .vlm import (
     DEFAULT_MODEL,
     BusyError,
     ChatQwenVL,
     EngineError,
+    GenerationCancelled,
     GenerationError,
+    GenerationTimeout,
     ImageInputError,
     ModelNotAvailableError,
+    PromptTooLongError,
     QwenVLError,
     VLMRuntime,
     load_image,
@@ -46,10 +50,14 @@ __all__ = [
     "DocumentAssistant",
     "EngineError",
     "Error",
+    "GenerationCancelled",
     "GenerationError",
+    "GenerationTimeout",
     "ImageInputError",
     "ImageStore",
     "ModelNotAvailableError",
+    "OcrEngineError",
+    "PromptTooLongError",
     "QwenVLError",
     "Step",
     "StepStarted",
@@ -61,6 +69,7 @@ __all__ = [
     "ask",
     "astream",
     "build_agent",
+    "chat_model",
     "load_image",
     "load_runtime",
     "make_tools",

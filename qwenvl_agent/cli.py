@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument("--agent", dest="mode", action="store_const", const="agent", help="questions go through the agent")
     _backend_options(evaluate)
     evaluate.add_argument("--lang", nargs="+", default=["en", "zh"], choices=("en", "zh"), help="languages of the documents")
-    evaluate.add_argument("--only", nargs="+", default=["ocr", "chart", "qa"], choices=("ocr", "chart", "qa"), help="tasks to run")
+    evaluate.add_argument("--only", nargs="+", default=["ocr", "chart", "qa", "search"], choices=("ocr", "chart", "qa", "search"), help="tasks to run")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--output", help="folder for summary.md and items.jsonl (default eval-results/SET-TIME)")
     evaluate.set_defaults(run=_eval, mode="tools")
@@ -139,6 +139,7 @@ def _ask(args: argparse.Namespace) -> int:
     except (QwenVLError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    assistant.store(thread_id).index.on_progress(_index_progress)
     printer = _JsonCollector() if args.json else _StepPrinter()
     for event in assistant.stream(args.question, thread_id=thread_id):
         printer.show(event)
@@ -162,6 +163,12 @@ def _chat_model(args: argparse.Namespace):
 
 def _status(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+def _index_progress(done: int, total: int) -> None:
+    """The pages' text being read for search, in the background while the agent works."""
+    end = "\n" if done >= total else ""
+    print(f"\r  reading the text of pages and images for search: {done}/{total}", end=end, file=sys.stderr, flush=True)
 
 
 def _page_progress(path: str):

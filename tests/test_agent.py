@@ -64,7 +64,7 @@ def test_invoice_and_chart_question_runs_ocr_then_chart_then_answers(tiny_runtim
     first_prompt = planner.seen[0][-1]
     assert isinstance(first_prompt, HumanMessage) and isinstance(first_prompt.content, str)
     assert "img-1" in first_prompt.content and "img-2" in first_prompt.content
-    assert set(planner.bound_tools) == {"ocr_image", "read_chart", "describe_image", "zoom_image", "locate_in_image"}
+    assert set(planner.bound_tools) == {"ocr_image", "read_chart", "describe_image", "zoom_image", "locate_in_image", "search_document", "read_page_text"}
 
 
 def test_ask_returns_agent_result_with_steps_and_store(tiny_runtime, vlm):

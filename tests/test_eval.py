@@ -23,8 +23,9 @@ def test_the_sets_are_generated_the_same_every_time():
     quick, again, full = build_set("quick"), build_set("quick"), build_set("full")
     assert 18 <= len(quick) <= 24 and len(full) >= 200
     assert [i.id for i in quick] == [i.id for i in again]
-    assert all(a.images[0].tobytes() == b.images[0].tobytes() for a, b in zip(quick, again))
-    assert {i.task for i in quick} == {"ocr", "chart", "qa"} and {i.lang for i in quick} == {"en", "zh"}
+    assert all([im.tobytes() for im in a.images] == [im.tobytes() for im in b.images] and a.pdf == b.pdf
+               for a, b in zip(quick, again))
+    assert {i.task for i in quick} == {"ocr", "chart", "qa", "search"} and {i.lang for i in quick} == {"en", "zh"}
     categories = {i.category for i in full}
     for needed in ("ocr/invoice", "ocr/receipt", "ocr/form", "ocr/table", "chart/bar_chart", "chart/line_chart",
                    "chart/pie_chart", "qa/scene", "qa/cross-document", "qa/unanswerable", "qa/bar_chart-multistep"):
@@ -73,7 +74,9 @@ def test_qwenvl_eval_end_to_end_on_the_tiny_checkpoint(tiny_model, tmp_path):
     items = [json.loads(line) for line in (tmp_path / "out" / "items.jsonl").read_text().splitlines()]
     assert len(items) == len(build_set("quick", langs=("en",)))
     assert all(0 <= item["score"] <= 1 and item["seconds"] >= 0 for item in items)
-    assert {item["task"] for item in items} == {"ocr", "chart", "qa"}
+    assert {item["task"] for item in items} == {"ocr", "chart", "qa", "search"}
+    # Questions naming an invoice number or a person are found through the PDF's text layer.
+    assert all(item["score"] == 1 for item in items if item["category"] == "search/text-layer"), items
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert f"model {tiny_model} (engine torch" in summary and "| ocr (all) |" in summary and "| qa/invoice |" in summary
     assert "qwenvl eval (quick)" in done.stderr  # the progress bar

@@ -90,4 +90,4 @@ def test_small_images_get_the_checkpoints_own_minimum_budget(llm):
 def test_budgets_given_to_make_tools_reach_every_tool(llm):
     tools = make_tools(llm, ImageStore(), max_image_tokens=128, max_tokens=64)
     assert {t.max_image_tokens for t in tools} == {128} and {t.max_tokens for t in tools} == {64}
-    assert len(tools) == 5 and tools[-1].name == "locate_in_image"
+    assert len(tools) == 7 and tools[4].name == "locate_in_image"

@@ -73,7 +73,7 @@ def test_rapidocr_reads_a_drawn_invoice_offline(store, monkeypatch):
         raise AssertionError("the OCR engine tried to reach the network")
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
-    monkeypatch.setattr(rapid_ocr, "_engine", None)  # build it afresh, under the no-network guard
+    monkeypatch.setattr(rapid_ocr, "_default", None)  # build it afresh, under the no-network guard
     ocr = make_tools(None, store)[0]
     message = run(ocr, image_id="img-1")
     assert message.status == "success", message.content

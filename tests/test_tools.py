@@ -41,8 +41,8 @@ def run(tool, **args) -> ToolMessage:
     return tool.invoke({"name": tool.name, "args": args, "id": "call-1", "type": "tool_call"})
 
 
-def test_make_tools_gives_five_tools_with_schemas(tools):
-    assert set(tools) == {"ocr_image", "read_chart", "describe_image", "zoom_image", "locate_in_image"}
+def test_make_tools_gives_seven_tools_with_schemas(tools):
+    assert set(tools) == {"ocr_image", "read_chart", "describe_image", "zoom_image", "locate_in_image", "search_document", "read_page_text"}
     assert set(tools["ocr_image"].args) == {"image_id", "region"}
     assert set(tools["zoom_image"].args) == {"image_id", "box"}
     for tool in tools.values():

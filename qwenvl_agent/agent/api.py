@@ -245,6 +245,7 @@ class DocumentAssistant:
             if (idle or over) and not conversation.lock.locked():
                 del self._conversations[thread_id]
                 self._checkpointer.delete_thread(thread_id)
+                conversation.store.index.close(timeout=0)  # its pages are no longer wanted
 
 
 class _EventBuilder:

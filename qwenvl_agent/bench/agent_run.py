@@ -133,3 +133,50 @@ def run_agent_scenario(pipeline: str, checkpoint: str) -> dict[str, Any]:
         "answer": result.answer,
         "label": runtime.label,
     }
+
+
+LONG_QUESTION = "How long is the notice period for terminating the agreement?"
+
+
+def long_document_texts(answer_page: int = 13) -> list[str]:
+    """The planner's replies for a long PDF: search, read the page found, answer with the page cited."""
+    page = f"doc-1/page-{answer_page}"
+    return [
+        _call("The contract is long; I will search it first.", "search_document", {"query": "termination notice period"}),
+        _call("The best match is page 13; I will read it.", "read_page_text", {"page_id": page}),
+        f"The agreement can be terminated with a written notice of ninety (90) days ({page}, clause 13.8). "
+        "Either party may give that notice.",
+    ]
+
+
+def run_long_document(pipeline: str, checkpoint: str, scanned: bool) -> dict[str, Any]:
+    """A question about a 20-page contract (with a text layer, or scanned), end to end through the agent."""
+    from qwenvl_agent.agent import DocumentAssistant
+    from qwenvl_agent.vlm import ChatQwenVL
+    from qwenvl_agent.vlm.testing import scripted_replies
+
+    from .documents import contract_pdf
+
+    options = PIPELINES[pipeline]
+    timings = _Timings()
+    llm = ChatQwenVL(model=checkpoint, engine=options["engine"], weights=options.get("weights", "int8"),
+                     dtype=options.get("dtype", "auto"), callbacks=[timings])
+    runtime = llm.runtime
+    pdf = contract_pdf(scanned)
+    assistant = DocumentAssistant(llm)
+    started = time.perf_counter()
+    with scripted_replies(runtime, long_document_texts()) as left:
+        result = assistant.ask(LONG_QUESTION, images=[pdf])
+    seconds = time.perf_counter() - started
+    store = result.store
+    log(f"[long {'scanned' if scanned else 'text'} {pipeline}] {seconds:.1f}s, steps {[s.tool for s in result.steps]}, left {len(left)}")
+    return {
+        "agent_s": seconds,
+        "variant": "scanned" if scanned else "text layer",
+        "steps": [{"tool": s.tool, "seconds": s.seconds, "is_error": s.is_error, "output": s.output[:300]} for s in result.steps],
+        "generations": timings.calls,
+        "answer": result.answer,
+        "found_page": bool(result.steps) and "doc-1/page-13" in result.steps[0].output.splitlines()[1],
+        "indexed": store.index.progress(),
+        "label": runtime.label,
+    }

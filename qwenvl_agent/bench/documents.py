@@ -66,3 +66,51 @@ def sales_chart(size: tuple[int, int] = (800, 520)) -> Image.Image:
         draw.text((x + width * 0.18, bottom - value * scale - 24), f"{value:.1f}", fill="black", font=_font(18))
         draw.text((x + width * 0.2, bottom + 10), quarter, fill="black", font=_font(18))
     return image
+
+
+CONTRACT_ANSWER = "Either party may terminate this agreement with a written notice of ninety (90) days."
+
+
+def contract_pages(pages: int = 20, answer_page: int = 13) -> list[list[str]]:
+    """The lines of a long service contract; the termination notice is on ``answer_page``."""
+    topics = ["scope of services", "service levels", "fees and invoicing", "payment terms", "confidentiality",
+              "data protection", "liability", "insurance", "subcontractors", "audit rights", "force majeure",
+              "intellectual property", "termination", "transition", "governing law", "notices", "warranties",
+              "acceptance", "change control", "miscellaneous"]
+    document = []
+    for number in range(1, pages + 1):
+        topic = topics[(number - 1) % len(topics)]
+        lines = [f"SERVICE AGREEMENT - page {number} of {pages}", f"Clause {number}: {topic.title()}"]
+        for line in range(1, 30):
+            lines.append(f"{number}.{line} The supplier shall observe the {topic} provisions set out in schedule {line}.")
+        if number == answer_page:
+            lines[9] = f"{number}.8 {CONTRACT_ANSWER}"
+        document.append(lines)
+    return document
+
+
+def contract_pdf(scanned: bool, pages: int = 20, answer_page: int = 13) -> bytes:
+    """The contract as a PDF with a text layer, or as scanned pages (pictures only)."""
+    import io
+
+    lines = contract_pages(pages, answer_page)
+    if not scanned:
+        from fpdf import FPDF
+
+        pdf = FPDF()
+        pdf.set_font("helvetica", size=10)
+        for page in lines:
+            pdf.add_page()
+            for line in page:
+                pdf.cell(text=line, new_x="LMARGIN", new_y="NEXT")
+        return bytes(pdf.output())
+    images = []
+    for page in lines:
+        image = Image.new("RGB", (1240, 1754), "white")  # A4 at 150 dpi
+        draw = ImageDraw.Draw(image)
+        for row, line in enumerate(page):
+            draw.text((100, 100 + row * 48), line, fill="black", font=_font(24))
+        images.append(image)
+    buffer = io.BytesIO()
+    images[0].save(buffer, "PDF", save_all=True, append_images=images[1:], resolution=150)
+    return buffer.getvalue()

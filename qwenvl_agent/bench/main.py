@@ -56,6 +56,9 @@ def run_bench(
         for name in AGENT_PIPELINES:
             if name in chosen:
                 results[f"agent:{name}"] = _worker({**spec, "pipeline": name, "agent": True})
+        fastest = next((name for name in ("openvino-int4", "torch") if name in chosen), None)
+        for variant in ("text", "scanned") if fastest else ():
+            results[f"long:{variant}"] = _worker({**spec, "pipeline": fastest, "long": variant})
     report = render_report(results, machine, spec, tokenizer_kind(), quick)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(report, encoding="utf-8")

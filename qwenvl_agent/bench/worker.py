@@ -169,7 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     spec = json.loads((argv or sys.argv[1:])[0])
     pipeline_name = spec["pipeline"]
     started = time.perf_counter()
-    if spec.get("agent"):
+    if spec.get("long"):
+        from .agent_run import run_long_document
+
+        result = run_long_document(pipeline_name, spec["checkpoint"], scanned=spec["long"] == "scanned")
+    elif spec.get("agent"):
         from .agent_run import run_agent_scenario
 
         result = run_agent_scenario(pipeline_name, spec["checkpoint"])

@@ -6,6 +6,8 @@ Three kinds of task:
 - ``qa``: a question with an answer of a type: ``number`` (within 1 %), ``text`` (ANLS), ``yesno``, or
   ``none`` (the images do not hold the answer: the right reply says so). Some take two steps ("sum of Q2
   and Q3", "is the invoice total above the best quarter in the chart?").
+- ``search``: a question about one page of a long PDF (with its own text layer, or scanned); scored by
+  whether ``search_document`` ranks that page among its first three.
 
 ``build_set("quick")`` has about 20 items, ``build_set("full")`` more than 200; the same seed gives the
 same set, image for image.
@@ -13,7 +15,9 @@ same set, image for image.
 
 from __future__ import annotations
 
+import datetime
 import random
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +42,8 @@ class EvalItem:
     answer_type: str = "text"  # for qa: "number", "text", "yesno" or "none"
     text: str = ""  # for ocr: the document's text in reading order
     values: dict[str, float] = field(default_factory=dict)  # for chart: category -> value
+    pdf: bytes | None = None  # for search: the long document
+    pdf_id: str = ""  # for search: items that share a PDF share its index
 
 
 def build_set(name: str = "quick", seed: int = 0, langs: tuple[str, ...] = ("en", "zh")) -> list[EvalItem]:
@@ -156,6 +162,52 @@ def _scenes(rng: random.Random, round_: int, set_name: str) -> Iterator[EvalItem
         yield _qa(doc, "qa/scene", f"Is there a {kind} in the picture?", "yes" if present else "no", "yesno")
 
 
-_RECIPES = [_invoices, _receipts, _forms_and_tables, _charts, _cross_document, _scenes]
+def _long_documents(rng: random.Random, round_: int, set_name: str) -> Iterator[EvalItem]:
+    """A 20-page PDF of invoices, forms and tables, with its text layer and scanned; questions about one page."""
+    if set_name == "quick" and round_ > 0 or set_name == "full" and round_ >= 4:
+        return
+    pages = [documents.invoice(rng, "en") if i % 3 == 0 else documents.form(rng) if i % 3 == 1 else documents.table(rng)
+             for i in range(20)]
+    questions = []
+    for number, doc in enumerate(pages, start=1):
+        if doc.kind == "invoice":
+            questions.append((number, f"What is the total of invoice No. {doc.facts['number']}?"))
+        elif doc.kind == "form":
+            questions.append((number, f"What is the date of birth of {doc.facts['fields']['Name']}?"))
+    chosen = rng.sample(questions, 2 if set_name == "quick" else 8)
+    for variant, pdf in (("text layer", text_layer_pdf(pages)), ("scanned", scanned_pdf(pages))):
+        pdf_id = f"long-{round_}-{variant}"
+        for number, question in chosen:
+            yield EvalItem("", f"search/{variant.replace(' ', '-')}", "search", "en", [], question,
+                           f"doc-1/page-{number}", "page", pdf=pdf, pdf_id=pdf_id)
+
+
+def text_layer_pdf(pages: list[Document]) -> bytes:
+    """The documents' text as a PDF with a text layer, one document a page (Latin text)."""
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.set_creation_date(datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc))  # the same bytes every time
+    pdf.set_font("helvetica", size=11)
+    for doc in pages:
+        pdf.add_page()
+        for line in doc.text.splitlines():
+            pdf.cell(text=line.encode("latin-1", "replace").decode("latin-1"), new_x="LMARGIN", new_y="NEXT")
+    return bytes(pdf.output())
+
+
+def scanned_pdf(pages: list[Document]) -> bytes:
+    """The documents' images as a PDF of pictures only, as a scanner makes it."""
+    import io
+
+    buffer = io.BytesIO()
+    images = [doc.image.convert("RGB") for doc in pages]
+    stamp = time.gmtime(1767225600)  # 2026-01-01: the same bytes every time
+    images[0].save(buffer, "PDF", save_all=True, append_images=images[1:], resolution=96,
+                   creationDate=stamp, modDate=stamp)
+    return buffer.getvalue()
+
+
+_RECIPES = [_invoices, _receipts, _forms_and_tables, _charts, _cross_document, _scenes, _long_documents]
 
 __all__ = ["SETS", "EvalItem", "build_set", "money"]

@@ -13,7 +13,9 @@ from .describe import DescribeTool
 from .locate import LocateTool, parse_boxes
 from .layout import TextPiece, to_text
 from .ocr import DEFAULT_OCR_ENGINE, OCR_ENGINES, OcrTool
+from .page_index import Hit, IndexedLine, IndexedPage, PageIndex
 from .rapid_ocr import OcrEngineError
+from .search import ReadPageTool, SearchTool
 from .store import ImageInfo, ImageStore, UnknownImageError
 from .zoom import ZoomTool
 
@@ -28,7 +30,7 @@ def make_tools(
 ) -> list[ImageTool]:
     """The image tools over ``vlm`` (ChatQwenVL, ChatOllama, ChatOpenAI… any chat model that takes image
     blocks) and ``store`` (the conversation's images, by id): ``ocr_image``, ``read_chart``,
-    ``describe_image``, ``zoom_image`` and ``locate_in_image``. ``ocr_engine``: "rapidocr" (the default:
+    ``describe_image``, ``zoom_image``, ``locate_in_image``, ``search_document`` and ``read_page_text``. ``ocr_engine``: "rapidocr" (the default:
     fast, offline), "vlm" (the vision model reads the page) or "hybrid" (RapidOCR, with the lines it is
     unsure of checked by the vision model). ``max_image_tokens`` and ``max_tokens``, when given, replace
     every tool's own image budget and reply length (a page's settings, for example)."""
@@ -43,6 +45,8 @@ def make_tools(
         DescribeTool(**shared),
         ZoomTool(**shared),
         LocateTool(**shared),
+        SearchTool(**shared),
+        ReadPageTool(**shared),
     ]
 
 
@@ -57,9 +61,15 @@ __all__ = [
     "DescribeTool",
     "ImageInfo",
     "ImageStore",
+    "Hit",
     "ImageTool",
+    "IndexedLine",
+    "IndexedPage",
     "LocateTool",
     "OcrTool",
+    "PageIndex",
+    "ReadPageTool",
+    "SearchTool",
     "TextPiece",
     "UnknownImageError",
     "ZoomTool",

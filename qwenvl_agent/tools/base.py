@@ -55,6 +55,9 @@ class ImageTool(BaseTool):
     turn: Any = Field(default_factory=threading.Lock, exclude=True)
     max_image_tokens: int = 1024
     max_tokens: int = 512
+    # Greedy decoding with a stop for replies that loop (a 2B model reading a long page can): tools want the
+    # most likely reading, not a sampled one, and never a page of repeats.
+    repetition_guard: bool = True
     response_format: str = "content_and_artifact"
     handle_tool_error: bool = True
     handle_validation_error: Any = Field(default_factory=lambda: explain_validation_error)
@@ -100,5 +103,6 @@ class ImageTool(BaseTool):
         from qwenvl_agent.vlm.chat_model import ChatQwenVL
 
         if isinstance(self.vlm, ChatQwenVL):
-            return {"max_image_tokens": self.max_image_tokens, "max_tokens": self.max_tokens, **budgets}
+            return {"max_image_tokens": self.max_image_tokens, "max_tokens": self.max_tokens,
+                    "repetition_guard": self.repetition_guard, **budgets}
         return {}

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import math
 import re
+
+import json_repair
 from typing import Any
 
 from pydantic import BaseModel, ValidationError, field_validator, model_validator
@@ -66,10 +68,6 @@ _NUMBER_TEXT = re.compile(
     r"(?P<digits>\d[\d,.]*|\.\d+)\s*(?P<unit>[^\d]{0,20})"
 )
 _FENCE = re.compile(r"```[ \t]*[\w+-]*[ \t]*\n?(.*?)(?:```|\Z)", re.DOTALL)
-_WORD = re.compile(r"[A-Za-z_]\w*")
-_NUMBER_TOKEN = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?P<unit>[A-Za-z%]+)?")
-_JSON_LITERALS = {"null": "null", "none": "null", "nan": "null", "true": "true", "false": "false"}
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f"}
 
 
 class ChartParseError(ValueError):
@@ -173,9 +171,11 @@ class ChartData(BaseModel):
 def parse_chart_json(text: str) -> ChartData:
     """The chart in a model's reply; ``ChartParseError`` if the reply holds no usable chart JSON."""
     for candidate, whole in _json_candidates(text):
-        parsed = _loads(candidate)
+        parsed, repaired = _loads(candidate)
         if parsed is None or (not whole and not _looks_like_chart(parsed)):
             continue
+        if whole and repaired and not isinstance(parsed, dict):
+            continue  # repaired prose around several values: the objects inside are tried one by one below
         try:
             chart = ChartData.model_validate(parsed)
         except ValidationError:
@@ -445,76 +445,13 @@ def _balanced(text: str, start: int) -> str:
     return truncated.rstrip().rstrip(",") + "".join(reversed(closers))
 
 
-def _loads(candidate: str) -> Any:
-    """Parse ``candidate`` as JSON, else as relaxed JSON; None if neither works."""
-    for attempt in (candidate, _relax_json(candidate)):
-        try:
-            return json.loads(attempt, strict=False)
-        except (ValueError, RecursionError):
-            continue
-    return None
-
-
-def _relax_json(text: str) -> str:
-    """Rewrite near-JSON as JSON: single-quoted strings, trailing commas, Python and JS literals,
-    unquoted keys and words, numbers with units (``1.2M`` becomes ``"1.2M"``)."""
-    out: list[str] = []
-    index = 0
-    while index < len(text):
-        char = text[index]
-        if char in "\"'":
-            value, index = _read_string(text, index)
-            out.append(json.dumps(value, ensure_ascii=False))
-            continue
-        number = _NUMBER_TOKEN.match(text, index) if char.isdigit() or char in "+-." else None
-        word = _WORD.match(text, index)
-        if number:
-            token = number.group()
-            out.append(json.dumps(token) if number["unit"] else _json_number(token))
-            index = number.end()
-        elif word:
-            out.append(_JSON_LITERALS.get(word.group().lower(), json.dumps(word.group())))
-            index = word.end()
-        else:
-            if char in "}]":
-                _drop_trailing_comma(out)
-            out.append(char)
-            index += 1
-    return "".join(out)
-
-
-def _read_string(text: str, start: int) -> tuple[str, int]:
-    """The string literal opening at ``start`` (either quote) and the index after it."""
-    quote, chars, index = text[start], [], start + 1
-    while index < len(text):
-        char = text[index]
-        if char == quote:
-            return "".join(chars), index + 1
-        if char == "\\" and index + 1 < len(text):
-            escape = text[index + 1]
-            hex_digits = text[index + 2 : index + 6]
-            if escape == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", hex_digits):
-                chars.append(chr(int(hex_digits, 16)))
-                index += 6
-                continue
-            chars.append(_ESCAPES.get(escape, escape))
-            index += 2
-            continue
-        chars.append(char)
-        index += 1
-    return "".join(chars), index
-
-
-def _json_number(token: str) -> str:
-    number = float(token)
-    if re.fullmatch(r"[-+]?\d+", token):
-        return str(int(token))
-    return repr(number) if math.isfinite(number) else "null"
-
-
-def _drop_trailing_comma(out: list[str]) -> None:
-    index = len(out)
-    while index and out[index - 1].isspace():
-        index -= 1
-    if index and out[index - 1] == ",":
-        del out[index - 1]
+def _loads(candidate: str) -> tuple[Any, bool]:
+    """``candidate`` parsed as JSON, else repaired as models write it (single quotes, trailing commas, Python
+    literals, unquoted words, a cut-off end) by json-repair; and whether it was repaired. None if nothing is
+    left."""
+    try:
+        return json.loads(candidate, strict=False), False
+    except (ValueError, RecursionError):
+        pass
+    repaired = json_repair.loads(candidate)
+    return (repaired if isinstance(repaired, (dict, list)) and repaired else None), True

@@ -23,8 +23,8 @@ DETECTION_SIDE = 1600
 # Pieces below this recognition confidence are dropped as noise.
 MIN_SCORE = 0.3
 
-_engine: Any = None
-_lock = threading.Lock()
+_default: Any = None
+_default_lock = threading.Lock()
 
 
 class OcrEngineError(QwenVLError, RuntimeError):
@@ -33,28 +33,37 @@ class OcrEngineError(QwenVLError, RuntimeError):
 
 def read_pieces(image: Image.Image) -> list[TextPiece]:
     """Every piece of text RapidOCR finds in ``image``, with its box in pixels and its confidence."""
-    engine = _get_engine()
-    with _lock:  # one page at a time: two at once only split the cores
-        result = engine(image.convert("RGB"))
-    if result.txts is None:
-        return []
-    pieces = []
-    for box, text, score in zip(result.boxes, result.txts, result.scores):
-        xs, ys = [float(x) for x, _ in box], [float(y) for _, y in box]
-        if float(score) >= MIN_SCORE and text.strip():
-            pieces.append(TextPiece(text.strip(), (min(xs), min(ys), max(xs), max(ys)), float(score)))
-    return pieces
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = read_pieces_with()
+    return _default(image)
 
 
-def _get_engine():
-    global _engine
-    with _lock:
-        if _engine is None:
-            _engine = _build_engine()
-        return _engine
+def read_pieces_with(threads: int | None = None):
+    """A reader (image -> pieces) with an engine of its own on ``threads`` threads (all physical cores by
+    default); the engine is built at its first page."""
+    engine, lock = None, threading.Lock()
+
+    def read(image: Image.Image) -> list[TextPiece]:
+        nonlocal engine
+        with lock:  # one page at a time per engine: two at once only split the cores
+            if engine is None:
+                engine = _build_engine(threads)
+            result = engine(image.convert("RGB"))
+        if result.txts is None:
+            return []
+        pieces = []
+        for box, text, score in zip(result.boxes, result.txts, result.scores):
+            xs, ys = [float(x) for x, _ in box], [float(y) for _, y in box]
+            if float(score) >= MIN_SCORE and text.strip():
+                pieces.append(TextPiece(text.strip(), (min(xs), min(ys), max(xs), max(ys)), float(score)))
+        return pieces
+
+    return read
 
 
-def _build_engine():
+def _build_engine(threads: int | None = None):
     try:
         import rapidocr
         from rapidocr import RapidOCR
@@ -81,7 +90,7 @@ def _build_engine():
             "Cls.model_path": str(models["cls"]),
             "Det.limit_type": "max",
             "Det.limit_side_len": DETECTION_SIDE,
-            "EngineConfig.onnxruntime.intra_op_num_threads": physical_cores(),
+            "EngineConfig.onnxruntime.intra_op_num_threads": threads or physical_cores(),
             "EngineConfig.onnxruntime.inter_op_num_threads": 1,
         }
     )

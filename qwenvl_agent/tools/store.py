@@ -19,6 +19,7 @@ import pypdfium2.raw as pdfium_c
 from PIL import Image
 
 from ..vlm.errors import ImageInputError
+from .page_index import PageIndex
 from ..vlm.images import MAX_IMAGE_PIXELS, load_image
 
 __all__ = ["ImageInfo", "ImageStore", "UnknownImageError"]
@@ -81,7 +82,13 @@ class ImageStore:
     """
 
     def __init__(
-        self, *, dpi: int = 144, max_pages: int = 50, allow_remote: bool = False, max_total_pixels: int = 400_000_000
+        self,
+        *,
+        dpi: int = 144,
+        max_pages: int = 50,
+        allow_remote: bool = False,
+        max_total_pixels: int = 400_000_000,
+        index_pages: bool = True,
     ):
         if dpi < 1:
             raise ValueError(f"dpi must be a positive number of dots per inch, got {dpi}")
@@ -98,6 +105,9 @@ class ImageStore:
         self._doc_count = 0
         self._zoom_counts: dict[str, int] = {}
         self._pdfs: dict[str, bytes] = {}  # doc-N -> the PDF, so a zoom into a page can be rendered anew, sharper
+        # The text of every page and image, for search_document and read_page_text (built in the background).
+        self.index = PageIndex()
+        self.index_pages = index_pages
 
     def add(self, source: Any, *, name: str | None = None, progress: Progress | None = None) -> str | list[str]:
         """Register an image (returns ``img-N``) or every page of a PDF (returns ``doc-N/page-K`` ids).
@@ -110,7 +120,10 @@ class ImageStore:
         pdf = _pdf_bytes(source)
         if pdf is not None:
             pages = _render_pdf(pdf, self.dpi, self.max_pages, label or "The PDF", progress)
-            return self._register_pages(pages, label, pdf)
+            page_ids = self._register_pages(pages, label, pdf)
+            if self.index_pages:
+                self.index.add_pdf(page_ids, pdf, pages)
+            return page_ids
         try:
             image = load_image(source, allow_remote=self.allow_remote)
         except ImageInputError as exc:
@@ -121,6 +134,8 @@ class ImageStore:
             image_id = f"img-{self._image_count}"
             info = ImageInfo(image_id, "image", label or f"image {self._image_count}", None, None, None, image.size)
             self._put(info, image)
+        if self.index_pages:
+            self.index.add_image(image_id, image)
         return image_id
 
     def add_crop(self, parent_id: str, box: Sequence[Any], target_pixels: int | None = None) -> str:

@@ -44,6 +44,7 @@ def main() -> None:
         conversation.use(settings)
         add_sidebar_files(conversation, uploads)
         show_gallery(conversation, gallery)
+        show_index_progress(conversation)
         show_busy(runtime)
 
     conversation.stop_running()  # a rerun during an answer: stop it, and draw it as it was left
@@ -200,6 +201,13 @@ def add_upload(conversation: state.Conversation, file: Any, where: Any) -> list[
             bar.empty()
 
 
+def show_index_progress(conversation: state.Conversation) -> None:
+    """While the pages' text is being read (text layer or OCR) for search: how far it is."""
+    done, total = conversation.store.index.progress()
+    if done < total:
+        st.sidebar.progress(done / total, text=f"Reading the pages' text for search: {done} of {total}")
+
+
 def show_gallery(conversation: state.Conversation, slot: Any) -> None:
     """Thumbnails of every image, PDF page and crop in the conversation, by id."""
     ids = conversation.store.ids()
@@ -238,6 +246,7 @@ def load_model(settings: state.Settings) -> VLMRuntime | object | None:
             st.write(f"Reading the weights from `{path}`; the 2B model takes about a minute. The OpenVINO engine "
                      "exports the model first, once (a few minutes; the terminal shows the progress).")
             runtime = state.shared_runtime(settings.model, settings.dtype, settings.engine, settings.weights)
+            state.release_others(runtime)  # one model in memory: the one the page now uses
         seconds = time.perf_counter() - started
         status.update(label=f"Loaded {settings.model} ({runtime.label}) in {seconds:.0f} s", expanded=False)
         return runtime
@@ -379,7 +388,9 @@ class LiveTurn:
 
     def tick(self) -> None:
         """Between events: show that the run is alive (and give Streamlit a moment to notice a rerun)."""
-        self.status.update(label=f"{self.status_label} · {self._seconds():.0f} s")
+        done, total = self.store.index.progress()
+        reading = f" · reading pages {done}/{total}" if done < total else ""
+        self.status.update(label=f"{self.status_label} · {self._seconds():.0f} s{reading}")
 
     def settle(self) -> None:
         """After the run, however it ended: a run cut short keeps what it had answered, marked as stopped.

@@ -28,7 +28,7 @@ from qwenvl_agent.agent.api import new_thread_id
 from qwenvl_agent.tools import DEFAULT_OCR_ENGINE, ImageStore
 from qwenvl_agent.vlm import DEFAULT_MODEL, ChatQwenVL, VLMRuntime, load_runtime
 from qwenvl_agent.vlm.errors import ImageInputError
-from qwenvl_agent.vlm.runtime import loaded_runtimes, resolve_dtype, resolve_engine
+from qwenvl_agent.vlm.runtime import loaded_runtimes, release_runtime, resolve_dtype, resolve_engine
 
 from .render import Turn, thumbnail
 
@@ -105,6 +105,17 @@ def is_loaded(settings: Settings) -> bool:
 def shared_runtime(model: str, dtype: str, engine: str = "auto", weights: str = "int8") -> VLMRuntime:
     """The loaded model, shared by every browser session of this process."""
     return load_runtime(model, None, dtype, engine=engine, weights=weights)
+
+
+_page_model: dict[str, VLMRuntime] = {}
+
+
+def release_others(runtime: VLMRuntime) -> None:
+    """Free the model the page used before this one (its settings changed): memory holds one copy at a time."""
+    previous = _page_model.get("current")
+    _page_model["current"] = runtime
+    if previous is not None and previous is not runtime and release_runtime(previous):
+        shared_runtime.clear()
 
 
 def vision_model(settings: Settings) -> BaseChatModel:

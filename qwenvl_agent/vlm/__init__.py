@@ -1,7 +1,17 @@
 """The model runtime: load Qwen3-VL on the CPU, bound image tokens, generate, and ChatQwenVL over it."""
 
 from .chat_model import ChatQwenVL
-from .errors import BusyError, EngineError, GenerationError, ImageInputError, ModelNotAvailableError, QwenVLError
+from .errors import (
+    BusyError,
+    EngineError,
+    GenerationCancelled,
+    GenerationError,
+    GenerationTimeout,
+    ImageInputError,
+    ModelNotAvailableError,
+    PromptTooLongError,
+    QwenVLError,
+)
 from .generation import GenerationSettings, GenerationStats, Prompt
 from .images import load_image
 from .runtime import DEFAULT_MODEL, VLMRuntime, load_runtime, resolve_dtype
@@ -12,12 +22,15 @@ __all__ = [
     "BusyError",
     "EngineError",
     "ChatQwenVL",
+    "GenerationCancelled",
     "GenerationError",
+    "GenerationTimeout",
     "GenerationSettings",
     "GenerationStats",
     "ImageInputError",
     "ModelNotAvailableError",
     "Prompt",
+    "PromptTooLongError",
     "QwenVLError",
     "VLMRuntime",
     "load_image",

@@ -164,17 +164,17 @@ def loaded_runtimes() -> list[VLMRuntime]:
         return list(_cache.values())
 
 
-def release_runtimes(keep: VLMRuntime | None = None) -> int:
-    """Forget every loaded runtime but ``keep``, so their memory is freed once nothing else holds them (a page
-    that switched models, for example). Returns how many were released."""
+def release_runtime(runtime: VLMRuntime) -> bool:
+    """Forget ``runtime`` (under every key it is cached by), so its memory is freed once nothing else holds
+    it: a page that switched models, for example. True if it was loaded."""
     import gc
 
     with _cache_lock:
-        gone = [key for key, runtime in _cache.items() if runtime is not keep]
-        for key in gone:
+        keys = [key for key, cached in _cache.items() if cached is runtime]
+        for key in keys:
             del _cache[key]
     gc.collect()
-    return len(gone)
+    return bool(keys)
 
 
 def _cache_key_model(model_ref: str) -> str:
