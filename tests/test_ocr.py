@@ -102,6 +102,20 @@ def test_rapidocr_reads_chinese():
     assert similarity(text, "发票号码：12345678 价税合计") > 0.8, text
 
 
+@pytest.mark.skipif(not CJK_FONT.is_file(), reason="Chinese text needs Debian's fonts-noto-cjk")
+def test_a_date_and_its_time_stay_apart_on_receipts():
+    # The recogniser drops the space between a receipt's date and time on many of these receipts.
+    import re
+
+    from qwenvl_agent.eval.dataset import build_set
+
+    receipts = [item for item in build_set("full") if item.category == "ocr/receipt"][:12]
+    for item in receipts:
+        text = "\n".join(piece.text for piece in rapid_ocr.read_pieces(item.images[0]))
+        stamp = re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d", item.text).group()
+        assert stamp in text, (stamp, text)
+
+
 def test_the_engine_argument_overrides_the_tools_engine_for_one_call(tiny_model, store):
     ocr = make_tools(ChatQwenVL(model=tiny_model), store, ocr_engine="vlm")[0]
     assert "engine" not in ocr.tool_call_schema.model_json_schema()["properties"]  # the planner never sees it

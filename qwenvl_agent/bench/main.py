@@ -59,10 +59,11 @@ def run_bench(
         fastest = next((name for name in ("openvino-int4", "torch") if name in chosen), None)
         for variant in ("text", "scanned") if fastest else ():
             results[f"long:{variant}"] = _worker({**spec, "pipeline": fastest, "long": variant})
-    report = render_report(results, machine, spec, tokenizer_kind(), quick)
+    tokenizer = tokenizer_kind()
+    report = render_report(results, machine, spec, tokenizer, quick)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(report, encoding="utf-8")
-    (output.parent / "performance.json").write_text(json.dumps({"machine": machine, "spec": spec, "results": results}, indent=1))
+    (output.parent / "performance.json").write_text(json.dumps({"machine": machine, "spec": spec, "tokenizer": tokenizer, "results": results}, indent=1))
     print(f"Wrote {output} ({time.perf_counter() - started:.0f} s in all).", file=sys.stderr)
     return results
 

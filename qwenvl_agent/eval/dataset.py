@@ -34,7 +34,7 @@ SETS = ("quick", "full")
 class EvalItem:
     id: str
     category: str
-    task: str  # "ocr", "chart" or "qa"
+    task: str  # "ocr", "chart", "qa" or "search"
     lang: str
     images: list[Image.Image]
     question: str = ""

@@ -7,6 +7,7 @@ recognition model reads Chinese and English (and many Latin-script languages) al
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,10 @@ from .layout import TextPiece
 DETECTION_SIDE = 1600
 # Pieces below this recognition confidence are dropped as noise.
 MIN_SCORE = 0.3
+
+# The recogniser often drops the space between a date and the time after it ("2026-04-0820:09"); a full date
+# (day of two digits) directly followed by a time cannot be anything else, so the space is put back.
+_DATE_TIME = re.compile(r"(?<!\d)(\d{4}([-/.])\d{1,2}\2\d{2})(\d{1,2}:\d{2})(?!\d)")
 
 _default: Any = None
 _default_lock = threading.Lock()
@@ -57,7 +62,8 @@ def read_pieces_with(threads: int | None = None):
         for box, text, score in zip(result.boxes, result.txts, result.scores):
             xs, ys = [float(x) for x, _ in box], [float(y) for _, y in box]
             if float(score) >= MIN_SCORE and text.strip():
-                pieces.append(TextPiece(text.strip(), (min(xs), min(ys), max(xs), max(ys)), float(score)))
+                text = _DATE_TIME.sub(r"\1 \3", text.strip())
+                pieces.append(TextPiece(text, (min(xs), min(ys), max(xs), max(ys)), float(score)))
         return pieces
 
     return read
