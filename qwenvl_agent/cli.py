@@ -166,9 +166,10 @@ def _status(text: str) -> None:
 
 
 def _index_progress(done: int, total: int) -> None:
-    """The pages' text being read for search, in the background while the agent works."""
-    end = "\n" if done >= total else ""
-    print(f"\r  reading the text of pages and images for search: {done}/{total}", end=end, file=sys.stderr, flush=True)
+    """The pages' text being read for search, in the background while the agent works: whole lines, a few
+    times over (the steps are printed meanwhile, so no line is rewritten in place)."""
+    if done >= total or done % max(1, total // 4) == 0:
+        print(f"  (text of pages and images read for search: {done} of {total})", file=sys.stderr, flush=True)
 
 
 def _page_progress(path: str):

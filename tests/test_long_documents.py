@@ -63,6 +63,7 @@ def test_a_text_pdf_is_indexed_from_its_text_layer_and_searched():
     assert hits[0]["page_id"] == "doc-1/page-13" and hits[0]["source"] == "text layer"
     assert NEEDLE in hits[0]["lines"][0]["text"] and 0 <= hits[0]["lines"][0]["box"][1] < 1000
     assert found.artifact["image_ids"][0] == "doc-1/page-13"
+    assert found.content.startswith("Searched 20 pages")  # the step shows how much was searched
     page = run(tools["read_page_text"], page_id="doc-1/page-13")
     assert NEEDLE in page.content and "(text layer)" in page.content
 
@@ -123,7 +124,7 @@ def test_a_bad_doc_id_is_a_readable_tool_error():
     store = ImageStore(dpi=72)
     store.add(text_pdf(pages=2))
     message = run(tools_of(store)["search_document"], query="payment", doc_id="doc-9")
-    assert message.status == "error" and "Documents: doc-1" in message.content
+    assert message.status == "error" and "Documents and images: doc-1" in message.content
 
 
 def test_the_agent_searches_reads_and_cites_the_page(tiny_model):
@@ -164,5 +165,81 @@ def test_a_closed_index_stops_after_the_page_in_hand_and_releases_waiters():
     assert not closer.is_alive() and index.wait(1)
     assert index.progress() == (1, 5)  # the page in hand was finished, the rest never started
     assert index.page("img-4", timeout=5) is None
-    with pytest.raises(RuntimeError, match="closed"):
-        index.add_image("img-9", Image.new("RGB", (8, 8)))
+    index.add_image("img-9", Image.new("RGB", (8, 8)))  # a closed index takes no more pages
+    assert index.progress() == (1, 5)
+
+
+def slow_reader(seconds: float, calls: list | None = None):
+    def read(image):
+        if calls is not None:
+            calls.append(image.size)
+        time.sleep(seconds)
+        return []
+    return read
+
+
+def test_a_failing_progress_listener_does_not_stop_indexing():
+    index = PageIndex(read=slow_reader(0.0))
+    index.on_progress(lambda done, total: 1 / 0)
+    for n in range(3):
+        index.add_image(f"img-{n}", Image.new("RGB", (32, 32), "white"))
+    assert index.wait(10) and index.progress() == (3, 3)
+    index.add_image("img-3", Image.new("RGB", (32, 32), "white"))  # a new worker starts for later pages
+    assert index.wait(10) and index.progress() == (4, 4)
+
+
+def test_a_page_someone_waits_for_is_read_next():
+    sizes: list = []
+    index = PageIndex(read=slow_reader(0.2, sizes))
+    for n in range(1, 11):
+        index.add_image(f"img-{n}", Image.new("RGB", (32 + n, 32), "white"))
+    assert index.page("img-10", timeout=10) is not None
+    assert (42, 32) in sizes[:3], sizes  # read second or third, not tenth
+    index.close()
+
+
+def test_stop_ends_a_search_that_waits_for_the_index():
+    from qwenvl_agent.vlm.cancel import cancel_scope
+
+    store = ImageStore()
+    store.index = PageIndex(read=slow_reader(3.0))
+    store.add(Image.new("RGB", (64, 64), "white"))
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    started = time.monotonic()
+    with cancel_scope(stop):
+        message = run(tools_of(store)["search_document"], query="anything")
+    assert time.monotonic() - started < 5
+    assert message.status == "error" and "Stopped" in message.content
+    store.index.close(timeout=0)
+
+
+def test_text_layer_boxes_follow_a_turned_page():
+    import pypdfium2 as pdfium
+
+    document = pdfium.PdfDocument(text_pdf(pages=1, needle_page=1))
+    document[0].set_rotation(90)
+    buffer = io.BytesIO()
+    document.save(buffer)
+    store = ImageStore(dpi=72)
+    store.add(buffer.getvalue(), name="turned.pdf")
+    assert store.index.wait(30)
+    page = store.index.page("doc-1/page-1")
+    image = store.get("doc-1/page-1")
+    assert image.width > image.height  # the portrait page is shown turned, as landscape
+    # The page's first line now runs down the right edge, from the top.
+    first = next(line.box for line in page.lines if line.text.startswith("Section 1.0:"))
+    assert first[0] > 800 and first[1] < 300 and first[3] - first[1] > first[2] - first[0], first
+
+
+def test_a_scan_with_a_stamp_in_its_text_layer_is_still_read_by_ocr():
+    pdf = FPDF(unit="pt", format=(900, 200))
+    pdf.add_page()
+    pdf.image(draw_text_image(["Section 1: delivery schedule", NEEDLE], size=(900, 200)), x=0, y=0, w=900, h=200)
+    pdf.set_font("helvetica", size=8)
+    pdf.text(10, 190, "CONFIDENTIAL - Bates No. 0001234 - Document control")  # the stamp: text, not the page
+    store = ImageStore(dpi=72)
+    store.add(bytes(pdf.output()), name="stamped.pdf")
+    assert store.index.wait(60)
+    page = store.index.page("doc-1/page-1")
+    assert page.source == "OCR" and "termination" in page.text.lower(), page

@@ -51,6 +51,7 @@ class _Conversation:
     graph: Any
     lock: threading.Lock = field(default_factory=threading.Lock)
     last_used: float = field(default_factory=time.monotonic)
+    runs: int = 0  # runs under way (sync or async): a conversation in use is never let go
 
 
 class DocumentAssistant:
@@ -59,7 +60,8 @@ class DocumentAssistant:
     ``model`` is the planner (default ``ChatQwenVL()``); ``vlm`` the vision model behind the tools (default:
     the planner). With the defaults both are one loaded copy of Qwen3-VL. ``ocr_engine`` is the OCR tool's
     engine: "rapidocr" (default), "vlm" or "hybrid". ``max_image_tokens`` and ``max_tokens`` replace the
-    tools' own image budgets and reply lengths.
+    tools' own image budgets and reply lengths. ``index_pages=False`` turns off the page index (the text of
+    every page, for ``search_document`` and ``read_page_text``) of each conversation's store.
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class DocumentAssistant:
         max_tokens: int | None = None,
         max_conversations: int | None = None,
         idle_seconds: float | None = None,
+        index_pages: bool = True,
     ):
         if ocr_engine not in OCR_ENGINES:
             raise ValueError(f"ocr_engine must be one of {', '.join(OCR_ENGINES)}; got {ocr_engine!r}.")
@@ -93,6 +96,7 @@ class DocumentAssistant:
         self.tool_budgets = {"max_image_tokens": max_image_tokens, "max_tokens": max_tokens}
         self.max_conversations = max_conversations
         self.idle_seconds = idle_seconds
+        self.index_pages = index_pages
         self._checkpointer = InMemorySaver()
         self._conversations: dict[str, _Conversation] = {}
         self._lock = threading.Lock()
@@ -127,20 +131,23 @@ class DocumentAssistant:
         conversation, inputs, config, builder = run
         stopped = cancel or threading.Event()
         context = scoped_context(stopped)  # every model call of this run, in any thread, watches ``stopped``
-        with conversation.lock:  # one run at a time per conversation keeps its memory in order
-            yield StepStarted(1)
-            updates = context.run(conversation.graph.stream, inputs, config, stream_mode=_STREAM_MODES)
-            try:
-                while (item := context.run(next, updates, None)) is not None:
-                    yield from builder.feed(*item)
-                    if stopped.is_set():
-                        return
-                yield builder.answer(conversation.graph.get_state(config).values["messages"])
-            except Exception as exc:  # noqa: BLE001 - every failure becomes an Error event for the front end
-                yield _error_event(exc)
-            finally:
-                stopped.set()
-                context.run(updates.close)
+        try:
+            with conversation.lock:  # one run at a time per conversation keeps its memory in order
+                yield StepStarted(1)
+                updates = context.run(conversation.graph.stream, inputs, config, stream_mode=_STREAM_MODES)
+                try:
+                    while (item := context.run(next, updates, None)) is not None:
+                        yield from builder.feed(*item)
+                        if stopped.is_set():
+                            return
+                    yield builder.answer(conversation.graph.get_state(config).values["messages"])
+                except Exception as exc:  # noqa: BLE001 - every failure becomes an Error event for the front end
+                    yield _error_event(exc)
+                finally:
+                    stopped.set()
+                    context.run(updates.close)
+        finally:
+            self._finish(conversation)
 
     async def astream(
         self, question: str, images: Iterable[Any] = (), thread_id: str | None = None
@@ -165,8 +172,8 @@ class DocumentAssistant:
 
         # Created inside the scoped context, the task (and every thread it hands work to) carries ``stopped``.
         task = scoped_context(stopped).run(asyncio.get_running_loop().create_task, pump())
-        yield StepStarted(1)
         try:
+            yield StepStarted(1)
             while True:
                 kind, value = await queue.get()
                 if kind == "item":
@@ -182,6 +189,7 @@ class DocumentAssistant:
         finally:
             stopped.set()
             task.cancel()
+            self._finish(conversation)
 
     def ask(self, question: str, images: Iterable[Any] = (), thread_id: str | None = None) -> AgentResult:
         """Run the agent to the end and return the answer and its steps; ``AgentError`` if it failed."""
@@ -206,20 +214,21 @@ class DocumentAssistant:
         if not question or not question.strip():
             return Error("The question is empty: type what you want to know about the images.")
         thread_id = thread_id or new_thread_id()
-        conversation = self._conversation(thread_id)
+        conversation = self._conversation(thread_id, run=True)  # the caller calls _finish when the run ends
         try:
             self.add_images(images, thread_id)
         except (QwenVLError, ValueError) as exc:
+            self._finish(conversation)
             return Error(str(exc))
         message = HumanMessage(content=_question_text(question.strip(), conversation.store))
         config = {"configurable": {"thread_id": thread_id}, "recursion_limit": 4 * self.max_steps + 10}
         return conversation, {"messages": [message]}, config, _EventBuilder(conversation.store)
 
-    def _conversation(self, thread_id: str) -> _Conversation:
+    def _conversation(self, thread_id: str, run: bool = False) -> _Conversation:
         with self._lock:
             if thread_id not in self._conversations:
                 self._forget_old()
-                store = ImageStore(dpi=self.dpi, max_pages=self.max_pages)
+                store = ImageStore(dpi=self.dpi, max_pages=self.max_pages, index_pages=self.index_pages)
                 graph = build_agent(
                     self.model,
                     store=store,
@@ -233,7 +242,14 @@ class DocumentAssistant:
                 self._conversations[thread_id] = _Conversation(store, graph)
             conversation = self._conversations[thread_id]
             conversation.last_used = time.monotonic()
+            conversation.runs += run
             return conversation
+
+    def _finish(self, conversation: _Conversation) -> None:
+        """A run of ``conversation`` ended (it may be let go again)."""
+        with self._lock:
+            conversation.runs -= 1
+            conversation.last_used = time.monotonic()
 
     def _forget_old(self) -> None:
         """Drop idle conversations, then the least recently used past the count; the caller holds the lock."""
@@ -242,7 +258,7 @@ class DocumentAssistant:
         for index, (thread_id, conversation) in enumerate(by_age):
             idle = self.idle_seconds is not None and now - conversation.last_used > self.idle_seconds
             over = self.max_conversations is not None and len(by_age) - index >= self.max_conversations
-            if (idle or over) and not conversation.lock.locked():
+            if (idle or over) and conversation.runs == 0 and not conversation.lock.locked():
                 del self._conversations[thread_id]
                 self._checkpointer.delete_thread(thread_id)
                 conversation.store.index.close(timeout=0)  # its pages are no longer wanted
@@ -319,7 +335,7 @@ class _EventBuilder:
 
 
 def _ids_in(args: dict[str, Any], store: ImageStore) -> list[str]:
-    image_id = args.get("image_id")
+    image_id = args.get("image_id", args.get("page_id"))
     return [store.info(image_id).id] if isinstance(image_id, str) and image_id in store else []
 
 

@@ -17,7 +17,7 @@ from qwenvl_agent.tools import DEFAULT_OCR_ENGINE, ImageStore, make_tools
 from qwenvl_agent.vlm.tool_calls import parse_call
 
 SYSTEM_PROMPT = """You answer questions about the user's images and documents. You cannot see them yourself: \
-you use tools, and every tool takes an image id such as img-1 or doc-1/page-2.
+you use tools. They work on image ids such as img-1 or doc-1/page-2; search_document searches them all.
 
 How to work:
 1. For a document with many pages, first search_document for the words of the question, then read_page_text \

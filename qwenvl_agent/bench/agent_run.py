@@ -176,7 +176,7 @@ def run_long_document(pipeline: str, checkpoint: str, scanned: bool) -> dict[str
         "steps": [{"tool": s.tool, "seconds": s.seconds, "is_error": s.is_error, "output": s.output[:300]} for s in result.steps],
         "generations": timings.calls,
         "answer": result.answer,
-        "found_page": bool(result.steps) and "doc-1/page-13" in result.steps[0].output.splitlines()[1],
+        "found_page": bool(result.steps) and result.steps[0].image_ids[:1] == ["doc-1/page-13"],
         "indexed": store.index.progress(),
         "label": runtime.label,
     }

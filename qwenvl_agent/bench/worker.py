@@ -144,6 +144,7 @@ def measure(pipeline: Any, budgets: list[int], new_tokens: int, runs: int, naive
             "decode_tok_s": statistics.median(c["decode_tok_s"] for c in later),
             "input_tokens": calls[0]["input_tokens"],
             "calls": calls,
+            "peak_rss_gb_so_far": peak_rss_gb(),  # the budgets run smallest first: the peak up to this budget
         }
         log(f"  budget {budget}: ttft {results['budgets'][str(budget)]['ttft_s']:.2f}s "
             f"(first {calls[0]['ttft_s']:.2f}s), decode {results['budgets'][str(budget)]['decode_tok_s']:.2f} tok/s")

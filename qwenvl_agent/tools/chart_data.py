@@ -14,10 +14,9 @@ from __future__ import annotations
 import json
 import math
 import re
-
-import json_repair
 from typing import Any
 
+import json_repair
 from pydantic import BaseModel, ValidationError, field_validator, model_validator
 
 __all__ = ["CHART_JSON_INSTRUCTIONS", "ChartData", "ChartParseError", "ChartSeries", "parse_chart_json"]

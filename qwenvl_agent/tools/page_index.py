@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import atexit
 import collections
+import logging
 import os
 import re
 import threading
+import time
 import unicodedata
 import weakref
 from collections.abc import Callable
@@ -25,8 +27,13 @@ from PIL import Image
 
 from .layout import TextPiece, group_rows
 
-# A page whose text layer holds fewer letters or digits than this is read by OCR instead (a scan).
+log = logging.getLogger(__name__)
+
+# A page whose text layer holds fewer letters or digits than this is read by OCR instead (a scan); a page
+# that is mostly one picture (SCAN_COVER of its area) needs MIN_SCAN_TEXT_CHARS (a stamped scan is still read).
 MIN_TEXT_CHARS = 20
+MIN_SCAN_TEXT_CHARS = 200
+SCAN_COVER = 0.5
 RELATIVE_MAX = 1000
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
@@ -78,8 +85,11 @@ def tokens(text: str) -> list[str]:
 
 
 def text_layer_lines(page) -> list[IndexedLine]:
-    """A pypdfium2 page's text, a line (a text rectangle) at a time, top to bottom, boxes on the 0-1000 grid."""
-    width, height = page.get_size()
+    """A pypdfium2 page's text, a line (a text rectangle) at a time, top to bottom, boxes on the 0-1000 grid
+    of the page as it is shown (its crop box, turned by its /Rotate), as the rendered page has them."""
+    left0, bottom0, right0, top0 = page.get_bbox()  # the crop box within the media box, inherited ones too
+    width, height = (right0 - left0) or 1.0, (top0 - bottom0) or 1.0
+    turn = page.get_rotation() % 360
     textpage = page.get_textpage()
     try:
         lines = []
@@ -87,11 +97,17 @@ def text_layer_lines(page) -> list[IndexedLine]:
             left, bottom, right, top = textpage.get_rect(index)
             text = " ".join(textpage.get_text_bounded(left, bottom, right, top).split())
             if text:
-                box = (left / width, 1 - top / height, right / width, 1 - bottom / height)
-                lines.append(IndexedLine(text, tuple(round(v * RELATIVE_MAX, 1) for v in box)))
+                corners = [_shown(turn, (x - left0) / width, (top0 - y) / height) for x, y in ((left, top), (right, bottom))]
+                box = (min(c[0] for c in corners), min(c[1] for c in corners), max(c[0] for c in corners), max(c[1] for c in corners))
+                lines.append(IndexedLine(text, tuple(round(min(max(v, 0.0), 1.0) * RELATIVE_MAX, 1) for v in box)))
     finally:
         textpage.close()
     return sorted(lines, key=lambda line: (round(line.box[1] / 5), line.box[0]))
+
+
+def _shown(turn: int, u: float, v: float) -> tuple[float, float]:
+    """A point of the unturned page (0-1 from the top left) where it is shown on a page turned clockwise."""
+    return {90: (1 - v, u), 180: (1 - u, 1 - v), 270: (v, 1 - u)}.get(turn, (u, v))
 
 
 def ocr_lines(image: Image.Image, read: Callable[[Image.Image], list[TextPiece]]) -> list[IndexedLine]:
@@ -106,9 +122,12 @@ def ocr_lines(image: Image.Image, read: Callable[[Image.Image], list[TextPiece]]
     return lines
 
 
-def usable(lines: list[IndexedLine]) -> bool:
-    """Whether a text layer holds real text (a scanned page has none, or a few stray characters)."""
-    return sum(character.isalnum() for line in lines for character in line.text) >= MIN_TEXT_CHARS
+def usable(lines: list[IndexedLine], scan: bool = False) -> bool:
+    """Whether a text layer holds the page's text: a page has none, or a few stray characters, when it is a
+    scan; a scan with a stamp or a header in its text layer has a little more, and one made searchable by
+    OCR has all of it."""
+    letters = sum(character.isalnum() for line in lines for character in line.text)
+    return letters >= (MIN_SCAN_TEXT_CHARS if scan else MIN_TEXT_CHARS)
 
 
 class PageIndex:
@@ -117,15 +136,14 @@ class PageIndex:
     def __init__(self, read: Callable[[Image.Image], list[TextPiece]] | None = None):
         self._read = read
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # notified after each page, and when indexing ends
         self._pages: dict[str, IndexedPage] = {}
         self._order: list[str] = []  # every page or image handed in, indexed or not
         self._jobs: collections.deque[tuple[str, tuple]] = collections.deque()
         self._worker: threading.Thread | None = None
-        self._idle = threading.Event()
-        self._idle.set()
         self._listeners: list[Callable[[int, int], Any]] = []
-        self._retriever: Any = None
         self._errors: dict[str, str] = {}
+        self._settled: set[str] = set()  # indexed (or failed) and reported to the listeners: waiters go on
         self._closed = False
 
     def add_pdf(self, page_ids: list[str], pdf: bytes, images: list[Image.Image]) -> None:
@@ -146,27 +164,39 @@ class PageIndex:
         with self._lock:
             return len(self._pages) + len(self._errors), len(self._order)
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait until every page handed in is indexed; False if ``timeout`` passed first."""
-        return self._idle.wait(timeout)
+    def wait(self, timeout: float | None = None, prefix: str | None = None, cancel: Any = None) -> bool:
+        """Wait until every page handed in (whose id starts with ``prefix``, if given) is indexed, or indexing
+        was closed; False if ``timeout`` passed first or ``cancel`` (anything with ``is_set()``) was set."""
+        return self._wait_until(lambda: not self._pending(prefix), timeout, cancel)
 
-    def page(self, page_id: str, timeout: float = 0.0) -> IndexedPage | None:
-        """The indexed page, waiting up to ``timeout`` seconds for it; None if it is not indexed (yet)."""
-        waited = 0.0
-        while True:
-            with self._lock:
-                if page_id in self._pages or page_id in self._errors or page_id not in self._order or self._closed:
-                    return self._pages.get(page_id)
-            if waited >= timeout:
-                return None
-            self._idle.wait(0.1)
-            waited += 0.1
+    def page(self, page_id: str, timeout: float = 0.0, cancel: Any = None) -> IndexedPage | None:
+        """The indexed page, waiting up to ``timeout`` seconds for it (it is read next); None if it is not
+        indexed (yet), could not be read, or was never handed in."""
+        with self._lock:
+            position = next((i for i, (queued, _) in enumerate(self._jobs) if queued == page_id), None)
+            if position:  # someone waits for this page: read it before the others
+                job = self._jobs[position]
+                del self._jobs[position]
+                self._jobs.appendleft(job)
+        self._wait_until(lambda: not self._pending(page_id, exact=True), timeout, cancel)
+        with self._lock:
+            return self._pages.get(page_id)
+
+    def error(self, page_id: str) -> str | None:
+        """Why a page could not be indexed, if it could not."""
+        with self._lock:
+            return self._errors.get(page_id)
+
+    def count(self, prefix: str | None = None) -> int:
+        """How many pages (whose ids start with ``prefix``, if given) are indexed."""
+        with self._lock:
+            return sum(1 for i in self._pages if _within(i, prefix))
 
     def search(self, query: str, prefix: str | None = None, k: int = 5) -> list[Hit]:
         """The ``k`` pages (whose ids start with ``prefix``, if given) that best match ``query``."""
         words = tokens(query)
         with self._lock:
-            pages = [self._pages[i] for i in self._order if i in self._pages and (prefix is None or i.startswith(prefix))]
+            pages = [self._pages[i] for i in self._order if i in self._pages and _within(i, prefix)]
         if not words or not pages:
             return []
         scores = _bm25(pages, words)
@@ -181,66 +211,110 @@ class PageIndex:
         return hits
 
     def close(self, timeout: float | None = 30.0) -> None:
-        """Stop indexing once the page being read is done (the pages not read yet stay unindexed)."""
+        """Stop indexing once the page being read is done; the pages not read yet stay unindexed, and pages
+        handed in later are not indexed."""
         with self._lock:
             self._closed, worker = True, self._worker
             self._jobs.clear()
+            self._changed.notify_all()
         if worker is not None and worker is not threading.current_thread():
             worker.join(timeout)
-        self._idle.set()  # nothing more will be indexed: release anyone waiting
+
+    def _pending(self, key: str | None, exact: bool = False) -> bool:
+        """Whether pages (``key`` itself, or those whose ids start with it) are still to be indexed; the
+        caller holds the lock."""
+        if self._closed and self._worker is None:
+            return False
+        done = self._settled
+        if exact:
+            return key in self._order and key not in done
+        return any(i not in done and _within(i, key) for i in self._order)
+
+    def _wait_until(self, ready: Callable[[], bool], timeout: float | None, cancel: Any) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            while not ready():
+                if cancel is not None and cancel.is_set():
+                    return False
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                # Wake now and then to look at the cancel signal (a Stop on the page, a closed stream).
+                self._changed.wait(0.2 if left is None else min(left, 0.2))
+            return True
 
     def _enqueue(self, jobs: list[tuple[str, tuple]]) -> None:
         with self._lock:
-            if self._closed:
-                raise RuntimeError("this page index is closed")
+            if self._closed:  # a conversation that was let go: its pages are no longer wanted
+                return
             self._order += [page_id for page_id, _ in jobs]
-            self._idle.clear()
             self._jobs.extend(jobs)
             if self._worker is None:  # the worker ends when it runs out of pages: no idle thread per store
                 self._worker = threading.Thread(target=self._work, name="qwenvl-page-index", daemon=True)
                 self._worker.start()
-                _running.add(self)
+                with _running_lock:
+                    _running.add(self)
 
     def _work(self) -> None:
         try:  # a background job: it yields the cores to the model (Linux lets a thread lower its own priority)
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         except (AttributeError, OSError):
             pass
-        while True:
+        try:
+            while True:
+                with self._lock:
+                    if not self._jobs or self._closed:
+                        self._worker = None  # under the same lock as _enqueue's check: no page is left behind
+                        self._changed.notify_all()
+                        return
+                    page_id, job = self._jobs.popleft()
+                try:
+                    page = self._index(page_id, job)
+                    with self._lock:
+                        self._pages[page_id] = page
+                except Exception as exc:  # noqa: BLE001 - one unreadable page must not stop the others
+                    with self._lock:
+                        self._errors[page_id] = f"{type(exc).__name__}: {exc}"
+                with self._lock:
+                    done, total = len(self._pages) + len(self._errors), len(self._order)
+                    listeners = list(self._listeners)
+                for listener in listeners:
+                    try:
+                        listener(done, total)
+                    except Exception:  # noqa: BLE001 - a broken progress display must not stop indexing
+                        log.warning("A page-index progress listener failed", exc_info=True)
+                with self._lock:
+                    self._settled.add(page_id)
+                    self._changed.notify_all()
+        finally:
             with self._lock:
-                if not self._jobs or self._closed:
+                if self._worker is threading.current_thread():  # ended by an error of its own
                     self._worker = None
+                    self._changed.notify_all()
+                idle = self._worker is None
+            if idle:
+                with _running_lock:
                     _running.discard(self)
-                    self._idle.set()
-                    return
-                page_id, job = self._jobs.popleft()
-            try:
-                page = self._index(page_id, job)
-                with self._lock:
-                    self._pages[page_id] = page
-            except Exception as exc:  # noqa: BLE001 - one unreadable page must not stop the others
-                with self._lock:
-                    self._errors[page_id] = f"{type(exc).__name__}: {exc}"
-            with self._lock:
-                done, total = len(self._pages) + len(self._errors), len(self._order)
-                listeners = list(self._listeners)
-                if not self._jobs:
-                    self._idle.set()
-            for listener in listeners:
-                listener(done, total)
 
     def _index(self, page_id: str, job: tuple) -> IndexedPage:
         if job[0] == "pdf":
             _, pdf, number, image = job
-            lines = _pdf_page_lines(pdf, number)
-            if usable(lines):
+            lines, scan = _pdf_page_lines(pdf, number)
+            if usable(lines, scan):
                 return IndexedPage(page_id, "text layer", lines)
         image = job[-1]
         return IndexedPage(page_id, "OCR", ocr_lines(image, self._read or _index_reader()))
 
 
-def _pdf_page_lines(pdf: bytes, number: int) -> list[IndexedLine]:
+def _within(page_id: str, prefix: str | None) -> bool:
+    """Whether ``page_id`` is under ``prefix`` ("doc-1/" holds its pages, "img-2/" the image and its crops)."""
+    return prefix is None or page_id.startswith(prefix) or page_id + "/" == prefix
+
+
+def _pdf_page_lines(pdf: bytes, number: int) -> tuple[list[IndexedLine], bool]:
+    """The page's text-layer lines, and whether it is a scan (a picture covering most of the page)."""
     import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
 
     from .store import _PDFIUM_LOCK
 
@@ -249,11 +323,20 @@ def _pdf_page_lines(pdf: bytes, number: int) -> list[IndexedLine]:
         try:
             page = document[number]
             try:
-                return text_layer_lines(page)
+                left, bottom, right, top = page.get_bbox()
+                area = max((right - left) * (top - bottom), 1.0)
+                pictures = [_bounds(o) for o in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE], max_depth=3)]
+                scan = any((x2 - x1) * (y2 - y1) >= SCAN_COVER * area for x1, y1, x2, y2 in pictures)
+                return text_layer_lines(page), scan
             finally:
                 page.close()
         finally:
             document.close()
+
+
+def _bounds(page_object) -> tuple[float, float, float, float]:
+    """(left, bottom, right, top) of a page object (``get_bounds`` in pypdfium2 5, ``get_pos`` before)."""
+    return (getattr(page_object, "get_bounds", None) or page_object.get_pos)()
 
 
 def _bm25(pages: list[IndexedPage], words: list[str]) -> list[float]:
@@ -270,11 +353,14 @@ def _bm25(pages: list[IndexedPage], words: list[str]) -> list[float]:
 
 # Indexes with a worker: stopped at interpreter exit, so no thread is inside the OCR engine when it is torn down.
 _running: weakref.WeakSet[PageIndex] = weakref.WeakSet()
+_running_lock = threading.Lock()
 
 
 @atexit.register
 def _close_all() -> None:
-    for index in list(_running):
+    with _running_lock:
+        running = list(_running)
+    for index in running:
         index.close()
 
 
@@ -284,8 +370,8 @@ _reader: Any = None
 
 def _index_reader() -> Callable[[Image.Image], list[TextPiece]]:
     """RapidOCR for the index: an engine of its own, built in the indexing thread, so its worker threads share
-    that thread's low priority: they use the cores the model leaves idle (about 3 s a dense A4 page on two
-    cores, 5 s on one)."""
+    that thread's low priority: they use the cores the model leaves idle (under a second a page on an idle
+    2-core machine, a few seconds while the model generates)."""
     global _reader
     with _reader_lock:
         if _reader is None:

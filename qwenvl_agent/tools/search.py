@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from qwenvl_agent.vlm import cancel
+from qwenvl_agent.vlm.errors import GenerationCancelled
+
 from .base import ImageTool
 
-# read_page_text waits this long for a page the index has not reached yet; search_document as long for the
-# whole index (a scanned PDF is read by OCR, about a second a page), then searches what it has.
+# read_page_text waits this long for a page the index has not reached yet (it is read next); search_document
+# as long for the pages it searches (a scanned page is read by OCR in a second or a few), then searches
+# what it has and says how far reading has got.
 PAGE_WAIT_SECONDS = 60.0
 SEARCH_WAIT_SECONDS = 120.0
 MAX_PAGE_CHARS = 6000
@@ -16,7 +20,7 @@ MAX_PAGE_CHARS = 6000
 
 class SearchArgs(BaseModel):
     query: str = Field(description="Words to look for, for example 'total amount due' or 'termination notice period'.")
-    doc_id: str | None = Field(default=None, description="Optional document to search, for example doc-1. Leave empty for all.")
+    doc_id: str | None = Field(default=None, description="Optional document (doc-1) or image (img-2) to search. Leave empty for all.")
     k: int = Field(default=5, ge=1, le=20, description="How many pages to return (default 5).")
 
 
@@ -31,17 +35,19 @@ class SearchTool(ImageTool):
     def _use(self, query: str, doc_id: str | None = None, k: int = 5):
         index = self.store.index
         prefix = None
-        if doc_id:
-            prefix = doc_id.strip(" '\"/").lower() + "/"
-            if not any(image_id.startswith(prefix) for image_id in self.store.ids()):
-                raise ValueError(f"No document {doc_id!r}. Documents: {', '.join(_documents(self.store)) or 'none'}.")
-        index.wait(SEARCH_WAIT_SECONDS)
+        if doc_id and doc_id.strip(" '\"/"):
+            # "doc-1", or a page of it ("doc-1/page-3"): the document; an image id ("img-2"): that image.
+            prefix = doc_id.strip(" '\"/").lower().split("/")[0] + "/"
+            if not any((image_id + "/").startswith(prefix) for image_id in self.store.ids()):
+                raise ValueError(f"No document {doc_id!r}. Documents and images: {', '.join(_documents(self.store)) or 'none'}.")
+        _wait(lambda cancel: index.wait(SEARCH_WAIT_SECONDS, prefix, cancel))
+        searched = index.count(prefix)
         hits = index.search(query, prefix, k)
         done, total = index.progress()
         status = "" if done >= total else f"\n(Still reading the pages: {done} of {total} done so far; search again later for the rest.)"
         if not hits:
-            return f"No page matches '{query}'.{status}", [], {"hits": [], "indexed": done, "total": total}
-        lines = [f"Best pages for '{query}':"]
+            return f"No page matches '{query}' ({searched} searched).{status}", [], {"hits": [], "indexed": done, "total": total}
+        lines = [f"Searched {searched} page{'s' if searched != 1 else ''}; the best for '{query}':"]
         for rank, hit in enumerate(hits, 1):
             lines.append(f"{rank}. {hit.page_id} ({hit.source})")
             lines += [f"   - {line.text}" for line in hit.lines]
@@ -68,15 +74,31 @@ class ReadPageTool(ImageTool):
 
     def _use(self, page_id: str):
         info = self.store.info(page_id)
-        page = self.store.index.page(info.id, timeout=PAGE_WAIT_SECONDS)
+        # A zoomed crop has no text of its own in the index: read the page or image it was cut from.
+        source = info.id.split("/zoom-")[0]
+        if not self.store.index_pages:
+            raise ValueError("Page text is not indexed in this conversation; use ocr_image instead.")
+        page = _wait(lambda cancel: self.store.index.page(source, PAGE_WAIT_SECONDS, cancel))
         if page is None:
-            raise ValueError(f"The text of {info.id} could not be read yet; use ocr_image on it.")
+            problem = self.store.index.error(source)
+            if problem:
+                raise ValueError(f"The text of {source} could not be read ({problem}); use ocr_image on it.")
+            raise ValueError(f"The text of {source} is not read yet; use ocr_image on it, or try again later.")
         text = page.text or "(no text)"
         if len(text) > MAX_PAGE_CHARS:
             text = text[:MAX_PAGE_CHARS] + "\n… (the page goes on; use ocr_image with a region for the rest)"
         lines = [{"text": line.text, "box": list(line.box)} for line in page.lines]
-        return f"{info.id} ({page.source}):\n{text}", [info.id], {"source": page.source, "lines": lines}
+        return f"{source} ({page.source}):\n{text}", [source], {"source": page.source, "lines": lines}
+
+
+def _wait(waiting):
+    """Run ``waiting(cancel)``, which waits for the index; a Stop of the request ends the wait at once."""
+    signal = cancel.current()
+    result = waiting(signal)
+    if signal is not None and signal.is_set():
+        raise GenerationCancelled("Stopped while waiting for the pages to be read.")
+    return result
 
 
 def _documents(store) -> list[str]:
-    return sorted({image_id.split("/")[0] for image_id in store.ids() if image_id.startswith("doc-")})
+    return sorted({image_id.split("/")[0] for image_id in store.ids()})

@@ -19,8 +19,8 @@ import pypdfium2.raw as pdfium_c
 from PIL import Image
 
 from ..vlm.errors import ImageInputError
-from .page_index import PageIndex
 from ..vlm.images import MAX_IMAGE_PIXELS, load_image
+from .page_index import PageIndex
 
 __all__ = ["ImageInfo", "ImageStore", "UnknownImageError"]
 

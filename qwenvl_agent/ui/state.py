@@ -169,6 +169,7 @@ class Conversation:
         """Talk through an assistant for ``settings`` from now on; a new one when they changed."""
         if self.assistant is not None and settings == self.settings:
             return
+        self.close()  # the files are read again by the new assistant
         vlm = vision_model(settings)
         self.assistant = DocumentAssistant(
             make_planner(settings, vlm),
@@ -187,6 +188,11 @@ class Conversation:
     @property
     def store(self) -> ImageStore:
         return self.assistant.store(self.thread_id)
+
+    def close(self) -> None:
+        """Stop reading this conversation's pages in the background (they are no longer wanted)."""
+        if self.assistant is not None:
+            self.store.index.close(timeout=0)
 
     def add_file(self, name: str, data: bytes, progress: Callable[[int, int], Any] | None = None) -> list[str]:
         """Add an uploaded image or PDF and return its ids; ``ImageInputError`` says what is wrong with it."""
@@ -285,5 +291,7 @@ def conversation() -> Conversation:
 
 def clear_conversation() -> None:
     """Forget the turns, files and memory; the uploader starts empty again (a new widget key)."""
+    if "conversation" in st.session_state:
+        st.session_state.conversation.close()
     st.session_state.conversation = Conversation()
     st.session_state.uploader_round = st.session_state.get("uploader_round", 0) + 1
