@@ -114,7 +114,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _ask(args: argparse.Namespace) -> int:
-    from .agent import AgentError, DocumentAssistant
+    from .agent import DocumentAssistant
     from .agent.api import new_thread_id
     from .vlm import ChatQwenVL, QwenVLError
 

@@ -38,14 +38,19 @@ def test_closing_a_stream_stops_the_generation(llm):
     wait_until_free(llm.runtime.gate, 2.0)
 
 
-async def test_cancelling_an_async_call_stops_the_generation(llm):
-    task = asyncio.ensure_future(llm.ainvoke("Write a very long story."))
-    while not llm.runtime.gate.busy:
+async def cancel_once_generating(task: asyncio.Future, gate) -> None:
+    """Cancel ``task`` a moment after its generation has started, and see it end cancelled."""
+    while not gate.busy:
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.2)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_cancelling_an_async_call_stops_the_generation(llm):
+    task = asyncio.ensure_future(llm.ainvoke("Write a very long story."))
+    await cancel_once_generating(task, llm.runtime.gate)
     wait_until_free(llm.runtime.gate, 2.0)
     assert llm.invoke("hi", max_tokens=2).usage_metadata["output_tokens"] <= 2  # the next call runs at once
 
@@ -100,12 +105,7 @@ def test_closing_the_agents_event_stream_stops_its_generation(llm):
 async def test_cancelling_the_agents_task_stops_its_generation(llm):
     assistant = DocumentAssistant(llm, ocr_engine="rapidocr")
     task = asyncio.ensure_future(assistant.aask("Tell me everything.", images=[draw_invoice()]))
-    while not llm.runtime.gate.busy:
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.2)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel_once_generating(task, llm.runtime.gate)
     wait_until_free(llm.runtime.gate, 3.0)
 
 

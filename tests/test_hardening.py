@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
-import os
-import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 from badinputs import corpus, pdf_bytes
 from langchain_core.messages import HumanMessage
+from processes import free_port, qwenvl_process
 
 from qwenvl_agent.tools import ImageStore
 from qwenvl_agent.vlm import ChatQwenVL, ImageInputError
@@ -53,14 +51,6 @@ def test_a_pdf_over_the_page_cap_and_a_huge_prompt_are_refused(tiny_model):
     assert llm.invoke("hi").usage_metadata["output_tokens"] <= 2  # and the model still answers
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server_process(tiny_model, tmp_path_factory):
     """``qwenvl serve`` in a process of its own, with a temporary folder of its own to check it stays empty."""
@@ -68,24 +58,11 @@ def server_process(tiny_model, tmp_path_factory):
     port = free_port()
     scratch = tmp_path_factory.mktemp("server-tmp")
     log = tmp_path_factory.mktemp("server-log") / "serve.log"
-    command = [sys.executable, "-m", "qwenvl_agent.cli", "serve", "--model", tiny_model, "--engine", "torch",
-               "--port", str(port), "--max-pdf-pages", "2", "--max-new-tokens", "8"]
-    env = {**os.environ, "TMPDIR": str(scratch), "HF_HUB_OFFLINE": "1"}
-    with log.open("w") as output:
-        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
+    arguments = ["serve", "--model", tiny_model, "--engine", "torch", "--port", str(port), "--max-pdf-pages", "2",
+                 "--max-new-tokens", "8"]
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.3)
-    yield process, url, scratch
-    process.terminate()
-    process.wait(20)
+    with qwenvl_process(arguments, log, f"{url}/health", env={"TMPDIR": str(scratch)}) as process:
+        yield process, url, scratch
 
 
 def ask(url: str, content, max_tokens: int = 4, timeout: float = 120) -> httpx.Response:

@@ -4,14 +4,12 @@ for real against ``qwenvl serve`` started as a separate process on the tiny chec
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import time
 
-import httpx
 import pytest
 from documents import draw_invoice, png_bytes
+from processes import free_port, qwenvl_process
 
 pytest.importorskip("fastapi")
 pytest.importorskip("langchain_openai")
@@ -25,35 +23,14 @@ from qwenvl_agent.tools import ImageStore, make_tools  # noqa: E402
 KEY = "remote-key"
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def remote(tiny_model, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("remote") / "serve.log"
-    command = [sys.executable, "-m", "qwenvl_agent.cli", "serve", "--model", tiny_model, "--engine", "torch",
-               "--port", str(port), "--api-key", KEY]
-    with log.open("w") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    arguments = ["serve", "--model", tiny_model, "--engine", "torch", "--port", str(port), "--api-key", KEY]
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.3)
-    yield f"{url}/v1", tiny_model
-    process.terminate()
-    process.wait(20)
+    with qwenvl_process(arguments, log, f"{url}/health"):
+        yield f"{url}/v1", tiny_model
 
 
 def remote_model(remote, **options):

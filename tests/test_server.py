@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import threading
 import time
 
 import httpx
 import pytest
 from documents import draw_invoice, png_bytes
+from processes import free_port
 
 pytest.importorskip("fastapi")
 import uvicorn  # noqa: E402
@@ -22,12 +22,6 @@ from qwenvl_agent.vlm.testing import scripted_replies, tool_call_text  # noqa: E
 
 KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def data_url(data: bytes, mime: str = "image/png") -> str:

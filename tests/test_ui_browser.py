@@ -6,18 +6,12 @@ answer appear (with real weights the steps appear too). The screenshot is saved 
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from documents import draw_invoice, png_bytes
+from processes import free_port, qwenvl_process
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -40,42 +34,6 @@ pytestmark = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def qwenvl_command() -> list[str]:
-    script = Path(sys.executable).with_name("qwenvl")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "qwenvl_agent.cli"]
-
-
-def wait_until_healthy(url: str, process: subprocess.Popen, log: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"qwenvl ui exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"qwenvl ui did not answer on {url} within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    """End the server and Streamlit under it (their own process group)."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-
-
 @pytest.fixture
 def server(tiny_model, tmp_path):
     yield from serve(tiny_model, tmp_path)
@@ -89,23 +47,10 @@ def slow_server(tiny_model, tmp_path):
 
 def serve(tiny_model, tmp_path, *options: str):
     port = free_port()
-    log = tmp_path / "server.log"
-    command = qwenvl_command() + ["ui", "--model", tiny_model, "--port", str(port), *options]
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            command,
-            cwd=tmp_path,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until_healthy(url, process, log)
+    url = f"http://127.0.0.1:{port}"
+    arguments = ["ui", "--model", tiny_model, "--port", str(port), *options]
+    with qwenvl_process(arguments, tmp_path / "server.log", f"{url}/_stcore/health", cwd=tmp_path):
         yield url
-    finally:
-        stop(process)
 
 
 def test_ask_about_an_image_attached_to_the_chat_input(server, tmp_path):

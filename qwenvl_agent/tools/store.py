@@ -350,14 +350,19 @@ def _render_page(document: pdfium.PdfDocument, index: int, dpi: int, what: str) 
                 f"Page {index + 1} of {what} would be {width}x{height} pixels at {dpi} dpi, above the "
                 f"{MAX_IMAGE_PIXELS:,}-pixel limit; add it with a lower dpi, e.g. ImageStore(dpi=72)."
             )
-        bitmap = page.render(scale=scale)
-        try:
-            # convert() copies: the PIL view of a bitmap shares memory that close() releases
-            return bitmap.to_pil().convert("RGB")
-        finally:
-            bitmap.close()
+        return _rendered(page, scale)
     finally:
         page.close()
+
+
+def _rendered(page: pdfium.PdfPage, scale: float, crop: tuple = (0, 0, 0, 0)) -> Image.Image:
+    """The page (less ``crop``: left, bottom, right, top in points) as an RGB image at ``scale``."""
+    bitmap = page.render(scale=scale, crop=crop)
+    try:
+        # convert() copies: the PIL view of a bitmap shares memory that close() releases
+        return bitmap.to_pil().convert("RGB")
+    finally:
+        bitmap.close()
 
 
 def _inner_box(outer: Box, inner: Box) -> Box:
@@ -380,11 +385,7 @@ def _render_region(data: bytes, index: int, region: Box, target_pixels: int, dpi
                 scale = max(math.sqrt(target_pixels / max(area, 1e-6)), dpi / 72)
                 scale = min(scale, math.sqrt(MAX_IMAGE_PIXELS / max(area, 1e-6)))
                 crop = (x1 * width, (1 - y2) * height, (1 - x2) * width, y1 * height)  # left, bottom, right, top
-                bitmap = page.render(scale=scale, crop=crop)
-                try:
-                    return bitmap.to_pil().convert("RGB")
-                finally:
-                    bitmap.close()
+                return _rendered(page, scale, crop)
             finally:
                 page.close()
         finally:
