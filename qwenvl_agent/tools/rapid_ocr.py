@@ -88,7 +88,7 @@ def _build_engine(threads: int | None = None):
     models = {part: _model(folder, part) for part in ("det", "rec", "cls")}
     return RapidOCR(
         params={
-            "Global.log_level": "warning",
+            "Global.log_level": "error",  # its warnings (e.g. "detection result is empty") are ours to word
             "Global.use_cls": False,
             "Global.text_score": MIN_SCORE,
             "Det.model_path": str(models["det"]),
