@@ -58,6 +58,26 @@ def test_the_tools_and_the_agent_run_on_the_remote_model(remote):
     assert isinstance(result.answer, str)
 
 
+def test_the_agent_takes_the_backend_options_in_place_of_a_model_object(remote):
+    from langchain_openai import ChatOpenAI
+
+    from qwenvl_agent.agent import AgentError, build_agent
+
+    base_url, model = remote
+    assistant = DocumentAssistant(model, backend="openai", base_url=base_url, api_key=KEY, max_steps=2)
+    assert isinstance(assistant.model, ChatOpenAI) and assistant.model.openai_api_base == base_url
+    result = assistant.ask("What is the invoice total?", images=[draw_invoice()])
+    assert isinstance(result.answer, str) and result.answer
+    graph = build_agent(model, backend="openai", base_url=base_url, api_key=KEY, max_steps=1)
+    assert graph.invoke({"messages": [HumanMessage("Hello")]})["messages"][-1].type == "ai"
+
+    wrong_key = DocumentAssistant(model, backend="openai", base_url=base_url, api_key="wrong", max_steps=2)
+    with pytest.raises(AgentError, match="model server did not answer the request.*401"):
+        wrong_key.ask("What is the invoice total?")
+    with pytest.raises(ValueError, match="either a chat model object or the backend options"):
+        DocumentAssistant(remote_model(remote), backend="openai", base_url=base_url)
+
+
 def test_qwenvl_ask_with_the_openai_backend(remote, tmp_path):
     base_url, model = remote
     image = tmp_path / "invoice.png"

@@ -12,9 +12,9 @@ import logging
 import threading
 import time
 import uuid
-from pathlib import Path
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -25,6 +25,7 @@ from qwenvl_agent.tools import DEFAULT_OCR_ENGINE, OCR_ENGINES, ImageStore
 from qwenvl_agent.vlm.cancel import scoped_context
 from qwenvl_agent.vlm.errors import QwenVLError
 
+from .backends import planner_model
 from .events import Answer, AnswerToken, Error, Event, Step, StepStarted, ToolCall, ToolResult
 from .graph import SYSTEM_PROMPT, build_agent
 
@@ -57,8 +58,10 @@ class _Conversation:
 class DocumentAssistant:
     """The document agent with memory per conversation (``thread_id``).
 
-    ``model`` is the planner (default ``ChatQwenVL()``); ``vlm`` the vision model behind the tools (default:
-    the planner). With the defaults both are one loaded copy of Qwen3-VL. ``ocr_engine`` is the OCR tool's
+    ``model`` is the planner: a LangChain chat model, or a model name for ``ChatQwenVL`` (default
+    ``ChatQwenVL()``), or with ``backend="openai"``, ``base_url`` and ``api_key`` the name a remote
+    OpenAI-compatible server knows. ``vlm`` is the vision model behind the tools (default: the planner). With
+    the defaults both are one loaded copy of Qwen3-VL. ``ocr_engine`` is the OCR tool's
     engine: "rapidocr" (default), "vlm" or "hybrid". ``max_image_tokens`` and ``max_tokens`` replace the
     tools' own image budgets and reply lengths. ``index_pages=False`` turns off the page index (the text of
     every page, for ``search_document`` and ``read_page_text``) of each conversation's store.
@@ -66,8 +69,11 @@ class DocumentAssistant:
 
     def __init__(
         self,
-        model: BaseChatModel | None = None,
+        model: BaseChatModel | str | None = None,
         *,
+        backend: str = "local",
+        base_url: str | None = None,
+        api_key: str | None = None,
         vlm: BaseChatModel | None = None,
         max_steps: int = 8,
         dpi: int = 144,
@@ -82,10 +88,7 @@ class DocumentAssistant:
     ):
         if ocr_engine not in OCR_ENGINES:
             raise ValueError(f"ocr_engine must be one of {', '.join(OCR_ENGINES)}; got {ocr_engine!r}.")
-        if model is None:
-            from qwenvl_agent.vlm import ChatQwenVL
-
-            model = ChatQwenVL()
+        model = planner_model(model, backend, base_url, api_key)
         self.model = model
         self.vlm = vlm or model
         self.max_steps = max_steps
@@ -356,6 +359,9 @@ def _display_name(source: Any) -> str | None:
 def _error_event(exc: Exception) -> Error:
     if isinstance(exc, QwenVLError):
         return Error(str(exc))
+    if any(kind.__module__.split(".")[0] == "openai" for kind in type(exc).__mro__):
+        # a remote backend's answer (langchain-openai wraps it in subclasses): its message says it all
+        return Error(f"The model server did not answer the request ({type(exc).__name__}): {exc}")
     log.exception("Agent run failed")
     return Error(f"The agent failed: {type(exc).__name__}: {exc}")
 

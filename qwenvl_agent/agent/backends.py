@@ -43,3 +43,23 @@ def chat_model(
         temperature=local.get("temperature", 0),
         max_tokens=local.get("max_tokens"),
     )
+
+
+def planner_model(
+    model: BaseChatModel | str | None,
+    backend: str = "local",
+    base_url: str | None = None,
+    api_key: str | None = None,
+) -> BaseChatModel:
+    """The chat model an agent was given: the object itself, or one built by :func:`chat_model` from a model
+    name (or the default model) and the backend options."""
+    if isinstance(model, BaseChatModel):
+        if backend != "local" or base_url or api_key:
+            raise ValueError(
+                "Pass either a chat model object or the backend options (backend, base_url, api_key) with a "
+                "model name, not both."
+            )
+        return model
+    if model is not None and not isinstance(model, str):
+        raise ValueError(f"model must be a LangChain chat model or a model name; got {type(model).__name__}.")
+    return chat_model(backend, model=model, base_url=base_url, api_key=api_key)

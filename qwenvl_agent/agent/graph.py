@@ -16,6 +16,8 @@ from langchain_core.tools import BaseTool
 from qwenvl_agent.tools import DEFAULT_OCR_ENGINE, ImageStore, make_tools
 from qwenvl_agent.vlm.tool_calls import parse_call
 
+from .backends import planner_model
+
 SYSTEM_PROMPT = """You answer questions about the user's images and documents. You cannot see them yourself: \
 you use tools. They work on image ids such as img-1 or doc-1/page-2; search_document searches them all.
 
@@ -107,9 +109,12 @@ def _problem(call: dict[str, Any]) -> str:
 
 
 def build_agent(
-    model: BaseChatModel | None = None,
+    model: BaseChatModel | str | None = None,
     tools: Sequence[BaseTool] | None = None,
     *,
+    backend: str = "local",
+    base_url: str | None = None,
+    api_key: str | None = None,
     store: ImageStore | None = None,
     max_steps: int = 8,
     vlm: BaseChatModel | None = None,
@@ -121,16 +126,14 @@ def build_agent(
 ):
     """The compiled LangGraph agent (``invoke``/``stream`` with ``{"messages": [...]}``).
 
-    ``model`` is the planner, any tool-calling chat model; by default ``ChatQwenVL()``, which shares its loaded
-    weights with the tools. ``tools`` default to ``make_tools(vlm or model, store, ocr_engine=…,
+    ``model`` is the planner, any tool-calling chat model, or a model name built with ``backend`` (``"local"``:
+    ``ChatQwenVL``; ``"openai"``: a server at ``base_url`` with ``api_key``); by default ``ChatQwenVL()``, which
+    shares its loaded weights with the tools. ``tools`` default to ``make_tools(vlm or model, store, ocr_engine=…,
     max_image_tokens=…, max_tokens=…)``. ``max_steps`` bounds the planner calls of one run.
     """
     if max_steps < 1:
         raise ValueError(f"max_steps must be at least 1, got {max_steps}")
-    if model is None:
-        from qwenvl_agent.vlm import ChatQwenVL
-
-        model = ChatQwenVL()
+    model = planner_model(model, backend, base_url, api_key)
     if tools is None:
         tools = make_tools(
             vlm or model,
