@@ -4,6 +4,7 @@ checkpoint: formats, limits, the queue, cancellation by disconnect, and refusal 
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import json
 import threading
 import time
@@ -21,6 +22,7 @@ from qwenvl_agent.vlm import fetch as fetch_module  # noqa: E402
 from qwenvl_agent.vlm.testing import scripted_replies, tool_call_text  # noqa: E402
 
 KEY = "test-key"
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
@@ -111,7 +113,7 @@ def test_streaming_with_usage_in_the_last_chunk(served):
 
 
 def test_tools_and_tool_calls(served):
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    tools = [WEATHER]
     with scripted_replies(served.runtime, [tool_call_text("get_weather", {"city": "Oslo"})]):
         body = post(served, "/v1/chat/completions", {"messages": user(text("Weather?")), "tools": tools}).json()
     call = body["choices"][0]["message"]["tool_calls"][0]
@@ -136,6 +138,14 @@ def test_structured_output_with_a_json_schema(served):
         ({"messages": user({"type": "audio", "data": "x"})}, "messages[0].content[0].type"),
         ({"messages": user(image("data:image/png;base64,@@@"))}, "messages[0].content[0]"),
         ({"messages": user(*[image(data_url(png_bytes(draw_invoice())))] * 4)}, "messages"),
+        ({"messages": user(text("x")), "seed": "abc"}, "seed"),
+        ({"messages": user(text("x")), "response_format": "json"}, "response_format"),
+        ({"messages": user(text("x")), "tools": [{"type": "function", "function": {"parameters": {}}}]}, "tools"),
+        ({"messages": user(text("x")), "tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+         "tool_choice"),
+        ({"messages": [{"role": "user", "content": "x"},
+                       {"role": "assistant", "content": "", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "[1]"}}]}]},
+         "messages[1].tool_calls"),
     ],
 )
 def test_bad_requests_get_400_in_the_openai_error_shape(served, body, param):
@@ -143,6 +153,33 @@ def test_bad_requests_get_400_in_the_openai_error_shape(served, body, param):
     assert reply.status_code == 400, reply.text
     error = reply.json()["error"]
     assert error["type"] == "invalid_request_error" and error["param"] == param and error["message"]
+
+
+def test_what_is_not_a_route_answers_in_the_openai_error_shape(served):
+    missing = post(served, "/v1/nothing-here", {})
+    assert missing.status_code == 404 and missing.json()["error"]["message"]
+    wrong_method = httpx.get(f"{served.url}/v1/chat/completions", headers=AUTH)
+    assert wrong_method.status_code == 405 and wrong_method.json()["error"]["message"]
+    unknown_field = post(served, "/v1/agent", {"question": "What?", "files": ["x"]})
+    assert unknown_field.status_code == 400 and "files" in unknown_field.json()["error"]["message"]
+
+
+def test_concurrent_streams_either_finish_or_get_503_before_they_start(served):
+    """Every client at once, streamed: none may get a 200 whose stream then says the queue was full."""
+    body = {"messages": user(text("Count.")), "max_tokens": 200, "stream": True}
+
+    def one(_: int) -> tuple[int, str]:
+        with httpx.Client(timeout=120) as client, client.stream("POST", f"{served.url}/v1/chat/completions", json=body, headers=AUTH) as reply:
+            return reply.status_code, reply.read().decode()
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=12) as pool:
+        results = list(pool.map(one, range(12)))
+    statuses = [status for status, _ in results]
+    assert set(statuses) <= {200, 503} and statuses.count(200) >= 1 + served.runtime.gate.max_waiting, statuses
+    for status, text_ in results:
+        if status == 200:
+            assert text_.rstrip().endswith("data: [DONE]") and '"error"' not in text_, text_[-500:]
+    assert post(served, "/v1/chat/completions", {"messages": user(text("hi")), "max_tokens": 2}).status_code == 200
 
 
 def test_unsafe_image_sources_are_refused_with_400(served, monkeypatch, tmp_path):

@@ -14,14 +14,17 @@ import asyncio
 import base64
 import binascii
 import json
+import logging
 import secrets
-
-from collections.abc import AsyncIterator
+import threading
+import weakref
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException
 
 from qwenvl_agent.agent import DocumentAssistant, event_to_dict
 from qwenvl_agent.agent.api import new_thread_id
@@ -29,9 +32,20 @@ from qwenvl_agent.vlm import BusyError, ChatQwenVL, ImageInputError, QwenVLError
 from qwenvl_agent.vlm.errors import GenerationTimeout, PromptTooLongError
 from qwenvl_agent.vlm.images import load_image
 
-from .openai_format import ChunkWriter, RequestError, completion, error_body, generation_options, to_messages, tools_and_choice, usage
+from .openai_format import (
+    ChunkWriter,
+    RequestError,
+    completion,
+    error_body,
+    generation_options,
+    response_format_of,
+    to_messages,
+    tools_and_choice,
+    usage,
+)
 
 RETRY_AFTER_SECONDS = 5
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -86,6 +100,52 @@ def _too_large(limit: int) -> JSONResponse:
     return JSONResponse(error_body(f"The request body is larger than {limit // 2**20} MB."), status_code=413)
 
 
+class _Admission:
+    """The requests this server lets at the model: one running and ``max_waiting`` queued. Counted when a
+    request is let in, before its images are decoded or its response starts, so concurrent requests cannot
+    all pass the check and then meet a full queue inside a streamed 200."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def enter(self) -> Callable[[], None]:
+        """Let one request in, or ``BusyError``; returns its release (which may be called more than once)."""
+        with self._lock:
+            if self.count >= self.limit:
+                raise BusyError(
+                    f"The model is busy: one request is running and {self.count - 1} are waiting "
+                    f"(the limit is {self.limit - 1}). Try again in a moment."
+                )
+            self.count += 1
+        released = threading.Event()
+
+        def release() -> None:
+            with self._lock:
+                if not released.is_set():
+                    released.set()
+                    self.count -= 1
+
+        return release
+
+
+def _releasing(stream: AsyncIterator[str], release: Callable[[], None]) -> AsyncIterator[str]:
+    """``stream``, releasing the request's place when it ends, fails, is closed, or is dropped unstarted (a
+    client that left before the first byte)."""
+
+    async def body() -> AsyncIterator[str]:
+        try:
+            async for item in stream:
+                yield item
+        finally:
+            release()
+
+    wrapped = body()
+    weakref.finalize(wrapped, release)
+    return wrapped
+
+
 def create_app(settings: ServerSettings) -> FastAPI:
     async def authorise(request: Request) -> None:
         if settings.api_key and request.url.path != "/health":
@@ -112,6 +172,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         max_conversations=settings.max_conversations,
         idle_seconds=settings.conversation_idle_seconds,
     )
+    admission = _Admission(1 + settings.max_waiting)
     app.state.llm, app.state.assistant, app.state.settings = llm, assistant, settings
 
     @app.exception_handler(RequestError)
@@ -133,24 +194,41 @@ def create_app(settings: ServerSettings) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         body = await _json(request)
-        _refuse_when_full(llm)
-        images = _ImageRules(settings)
-        messages = await asyncio.to_thread(to_messages, body.get("messages"), images.load, settings.max_images)
         options = generation_options(body, settings.max_tokens)
         tools, choice = tools_and_choice(body)
-        structured = (body.get("response_format") or {}).get("type") == "json_schema"
-        model = llm.bind_tools(tools, tool_choice=choice) if tools else llm
-        name = body.get("model") or settings.model
-        if body.get("stream"):
-            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            stream = _sse_chunks(model.astream(messages, **options), ChunkWriter(name, structured), include_usage)
-            return StreamingResponse(stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        reply = await _until_disconnected(request, model.ainvoke(messages, **options))
-        return completion(reply, name, structured)
+        structured = response_format_of(body).get("type") == "json_schema"
+        try:
+            model = llm.bind_tools(tools, tool_choice=choice) if tools else llm
+        except ValueError as exc:
+            raise RequestError(str(exc), "tools") from exc
+        name = body.get("model") if isinstance(body.get("model"), str) else settings.model
+        stream_options = body.get("stream_options") or {}
+        if not isinstance(stream_options, dict):
+            raise RequestError("stream_options must be an object.", "stream_options")
+        _refuse_when_full(llm)
+        release = admission.enter()
+        try:
+            images = _ImageRules(settings)
+            messages = await asyncio.to_thread(to_messages, body.get("messages"), images.load, settings.max_images)
+            if body.get("stream"):
+                writer = ChunkWriter(name, structured)
+                chunks = _sse_chunks(model.astream(messages, **options), writer, bool(stream_options.get("include_usage")))
+                stream, release = _releasing(chunks, release), None  # the stream lets the place go
+                return StreamingResponse(stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+            reply = await _until_disconnected(request, model.ainvoke(messages, **options))
+            return completion(reply, name, structured)
+        finally:
+            if release is not None:
+                release()
 
     @app.post("/v1/agent")
     async def agent(request: Request):
         body = await _json(request)
+        unknown = sorted(set(body) - {"question", "images", "thread_id"})
+        if unknown:
+            raise RequestError(
+                f"Unknown field(s) {', '.join(unknown)}: this route takes question, images (data URLs of images or "
+                "PDFs) and thread_id.", unknown[0])
         question = body.get("question")
         if not isinstance(question, str) or not question.strip():
             raise RequestError("question must be a non-empty string.", "question")
@@ -159,12 +237,14 @@ def create_app(settings: ServerSettings) -> FastAPI:
             raise RequestError("thread_id must be a string of at most 128 characters.", "thread_id")
         files = await asyncio.to_thread(_files, body.get("images") or [], settings)
         _refuse_when_full(llm)
+        release = admission.enter()
         try:
             await asyncio.to_thread(assistant.add_images, files, thread_id)
         except (QwenVLError, ValueError) as exc:
+            release()
             raise RequestError(str(exc), "images") from exc
-        events = assistant.astream(question.strip(), thread_id=thread_id)
-        return StreamingResponse(_sse_events(thread_id, events), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        events = _releasing(_sse_events(thread_id, assistant.astream(question.strip(), thread_id=thread_id)), release)
+        return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     @app.exception_handler(BusyError)
     async def _busy(request: Request, exc: BusyError):
@@ -185,6 +265,16 @@ def create_app(settings: ServerSettings) -> FastAPI:
     @app.exception_handler(QwenVLError)
     async def _model_error(request: Request, exc: QwenVLError):
         return JSONResponse(error_body(str(exc), "server_error"), status_code=500)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException):  # unknown routes, wrong methods
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return JSONResponse(error_body(str(exc.detail), kind), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.exception("Request to %s failed", request.url.path)
+        return JSONResponse(error_body(f"The server failed: {type(exc).__name__}: {exc}", "server_error"), status_code=500)
 
     return app
 

@@ -100,15 +100,21 @@ def _parts(content: Any, where: str, load_image, images_left: int) -> tuple[list
 
 
 def _calls(raw: Any, where: str) -> list[dict[str, Any]]:
+    if raw is not None and not isinstance(raw, list):
+        raise RequestError(f"{where}.tool_calls must be a list.", f"{where}.tool_calls")
     calls = []
     for call in raw or []:
-        function = (call or {}).get("function") or {}
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
+            raise RequestError(f"{where}.tool_calls needs a function with a name in each call.", f"{where}.tool_calls")
         arguments = function.get("arguments") or "{}"
         try:
-            args = json.loads(arguments) if isinstance(arguments, str) else dict(arguments)
-        except (ValueError, TypeError) as exc:
-            raise RequestError(f"{where}.tool_calls has arguments that are not a JSON object.", f"{where}.tool_calls") from exc
-        calls.append({"name": function.get("name", ""), "args": args, "id": call.get("id") or f"call_{uuid.uuid4().hex[:12]}"})
+            args = json.loads(arguments) if isinstance(arguments, str) else arguments
+        except ValueError:
+            args = None
+        if not isinstance(args, dict):
+            raise RequestError(f"{where}.tool_calls has arguments that are not a JSON object.", f"{where}.tool_calls")
+        calls.append({"name": function["name"], "args": args, "id": str(call.get("id") or f"call_{uuid.uuid4().hex[:12]}")})
     return calls
 
 
@@ -130,8 +136,11 @@ def generation_options(body: dict[str, Any], max_tokens_cap: int) -> dict[str, A
             if not isinstance(value, (int, float)) or not low <= value <= high:
                 raise RequestError(f"{name} must be a number from {low:g} to {high:g}.", name)
             options[name] = float(value)
-    if body.get("seed") is not None:
-        options["seed"] = int(body["seed"])
+    seed = body.get("seed")
+    if seed is not None:
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise RequestError("seed must be an integer.", "seed")
+        options["seed"] = seed
     stop = body.get("stop")
     if stop is not None:
         stops = [stop] if isinstance(stop, str) else stop
@@ -144,18 +153,47 @@ def generation_options(body: dict[str, Any], max_tokens_cap: int) -> dict[str, A
 def tools_and_choice(body: dict[str, Any]) -> tuple[list[dict] | None, Any]:
     """The request's tools and tool_choice; a ``response_format`` json_schema becomes one forced tool."""
     tools, choice = body.get("tools"), body.get("tool_choice")
-    response_format = body.get("response_format") or {}
+    response_format = response_format_of(body)
     if response_format.get("type") == "json_schema":
         schema = (response_format.get("json_schema") or {}).get("schema")
         if not isinstance(schema, dict):
             raise RequestError("response_format.json_schema.schema must be a JSON schema object.", "response_format")
         name = (response_format.get("json_schema") or {}).get("name") or "response"
         return [{"type": "function", "function": {"name": name, "description": "The response.", "parameters": schema}}], name
-    if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) and t.get("function") for t in tools)):
-        raise RequestError("tools must be a list of {'type': 'function', 'function': {...}} objects.", "tools")
+    if tools is not None and (not isinstance(tools, list) or not all(_is_function(t) for t in tools)):
+        raise RequestError(
+            "tools must be a list of {'type': 'function', 'function': {'name': ..., 'parameters': {...}}} objects.",
+            "tools",
+        )
     if isinstance(choice, dict):
         choice = (choice.get("function") or {}).get("name")
+    if choice is not None and not isinstance(choice, str):
+        raise RequestError("tool_choice must be 'auto', 'none', 'required' or {'type': 'function', ...}.", "tool_choice")
+    names = {t["function"]["name"] for t in tools or []}
+    if choice not in (None, "auto", "none", "required", "any") and choice not in names:
+        raise RequestError(f"tool_choice names {choice!r}, which is not one of the request's tools.", "tool_choice")
     return tools or None, choice
+
+
+def response_format_of(body: dict[str, Any]) -> dict[str, Any]:
+    response_format = body.get("response_format")
+    if response_format is None:
+        return {}
+    if not isinstance(response_format, dict) or response_format.get("type") not in ("text", "json_object", "json_schema"):
+        raise RequestError(
+            "response_format must be an object whose type is 'text', 'json_object' or 'json_schema'.", "response_format"
+        )
+    return response_format
+
+
+def _is_function(tool: Any) -> bool:
+    function = tool.get("function") if isinstance(tool, dict) else None
+    return (
+        isinstance(function, dict)
+        and isinstance(function.get("name"), str)
+        and bool(function["name"])
+        and isinstance(function.get("parameters", {}), dict)
+    )
 
 
 def completion(message: AIMessage, model: str, structured: bool) -> dict[str, Any]:
