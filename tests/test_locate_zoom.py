@@ -58,6 +58,20 @@ def test_zoom_takes_a_located_box_and_magnifies_an_image_region(tools):
     assert crop.width * crop.height <= zoom.max_image_tokens * 1024 * 1.1
 
 
+@pytest.mark.parametrize(
+    "box",
+    [
+        '{"bbox_2d": [0, 500, 500, 1000], "label": "total"}',
+        [{"bbox_2d": [0, 500, 500, 1000], "label": "total"}],
+        '[{"bbox_2d": [0, 500, 500, 1000], "label": "total"}]',
+        "{'bbox_2d': [0, 500, 500, 1000], 'label': 'total',}",
+    ],
+)
+def test_a_located_box_is_taken_as_text_or_alone_in_a_list(tools, box):
+    message = run(tools["zoom_image"], image_id="img-1", box=box)
+    assert message.status == "success" and message.artifact["data"]["box"] == [0, 500, 500, 1000]
+
+
 def test_zooming_into_a_pdf_page_renders_the_region_again_from_the_pdf(llm):
     store = ImageStore(dpi=72)
     (page,) = store.add(pdf_page_bytes())

@@ -127,6 +127,14 @@ def test_a_bad_doc_id_is_a_readable_tool_error():
     assert message.status == "error" and "Documents and images: doc-1" in message.content
 
 
+def test_without_a_page_index_both_tools_say_to_use_ocr():
+    store = ImageStore(dpi=72, index_pages=False)
+    store.add(text_pdf(pages=2))
+    tools = tools_of(store)
+    for message in (run(tools["search_document"], query="payment"), run(tools["read_page_text"], page_id="doc-1/page-1")):
+        assert message.status == "error" and "not indexed" in message.content and "ocr_image" in message.content
+
+
 def test_the_agent_searches_reads_and_cites_the_page(tiny_model):
     from qwenvl_agent.vlm import ChatQwenVL
 

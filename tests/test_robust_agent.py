@@ -61,6 +61,34 @@ def test_bare_json_is_only_a_call_when_tools_are_bound_and_named(llm):
     assert unknown.tool_calls == []
 
 
+@pytest.mark.parametrize(
+    "reply, content",
+    [
+        ('{"name": "get_weather", "arguments": {"city": "Oslo"}}\n{"name": "get_weather", "arguments": {"city": "Bergen"}}', ""),
+        ('[{"name": "get_weather", "arguments": {"city": "Oslo"}}, {"name": "get_weather", "arguments": {"city": "Bergen"}}]', ""),
+        ("I will check both.\n```json\n{'name': 'get_weather', 'arguments': {'city': 'Oslo'},}\n"
+         "{'name': 'get_weather', 'arguments': {'city': 'Bergen'}}\n```", "I will check both."),
+    ],
+)
+def test_several_bare_calls_and_text_before_them(llm, reply, content):
+    with scripted_replies(llm.runtime, [reply, reply]):
+        whole = llm.bind_tools([WEATHER]).invoke("Weather in Oslo and Bergen?", max_tokens=400)
+        streamed = list(llm.bind_tools([WEATHER]).stream("Weather in Oslo and Bergen?", max_tokens=400))
+    assert [c["args"]["city"] for c in whole.tool_calls] == ["Oslo", "Bergen"] and whole.content == content
+    merged = streamed[0]
+    for chunk in streamed[1:]:
+        merged += chunk
+    assert [c["args"]["city"] for c in merged.tool_calls] == ["Oslo", "Bergen"]
+
+
+def test_json_that_is_not_only_calls_stays_the_answer(llm):
+    replies = ['{"name": "get_weather", "arguments": {"city": "Oslo"}} is what I would call.', 'Here is JSON:\n{"name": "John"}']
+    with scripted_replies(llm.runtime, replies):
+        first, second = (llm.bind_tools([WEATHER]).invoke("?") for _ in range(2))
+    assert first.tool_calls == [] and first.content == replies[0]
+    assert second.tool_calls == [] and second.content == replies[1]
+
+
 def planner_run(llm, replies, question="What is the invoice total?"):
     """A run of the agent whose planner is ``llm`` with forced replies; OCR by RapidOCR (no model call)."""
     assistant = DocumentAssistant(llm, max_steps=6, ocr_engine="rapidocr")

@@ -205,6 +205,9 @@ def test_unsafe_image_sources_are_refused_with_400(served, monkeypatch, tmp_path
             f"http://127.0.0.1:{port}/x.png": "loopback",
             f"http://public.test:{port}/x.png": "loopback",  # a redirect to a private address
             "http://10.1.2.3/x.png": "private",
+            "http://169.254.169.254/latest/meta-data": "link-local",  # a cloud's metadata address
+            "http://[::1]/x.png": "loopback",
+            "http://224.0.0.1/x.png": "multicast",
             "file:///etc/passwd": "only from files inside",
             "ftp://example.com/x.png": "scheme",
         }

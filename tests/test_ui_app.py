@@ -179,6 +179,15 @@ def test_a_zoom_step_shows_the_box_on_the_source_and_the_crop(page):
     assert "box=[0, 0, 500, 500]" in texts(status)
 
 
+def test_a_tool_error_that_repeats_the_planners_words_never_renders_them_as_markdown(page):
+    app = page([[call("zoom_image", image_id="![x](http://attacker.test/leak.png)", box=[0, 0, 500, 500])], "Done."])
+    upload(app, ("invoice.png", png_bytes(draw_invoice()), "image/png"))
+    ask(app, "Zoom")
+    warning = app.chat_message[1].status[0].warning[0].value
+    assert "\\!\\[x\\]" in warning or "!\\[x\\]" in warning, warning
+    assert "](http" not in warning.replace("\\]", "")
+
+
 @pytest.mark.parametrize(
     ("file", "message"),
     [

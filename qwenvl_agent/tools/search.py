@@ -33,6 +33,9 @@ class SearchTool(ImageTool):
     args_schema: type[BaseModel] = SearchArgs
 
     def _use(self, query: str, doc_id: str | None = None, k: int = 5):
+        if not self.store.index_pages:
+            raise ValueError("Page text is not indexed in this conversation, so it cannot be searched; use ocr_image "
+                             "on the pages instead.")
         index = self.store.index
         prefix = None
         if doc_id and doc_id.strip(" '\"/"):

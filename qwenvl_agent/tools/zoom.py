@@ -6,6 +6,7 @@ import json
 import re
 from typing import Annotated
 
+import json_repair
 from pydantic import BaseModel, BeforeValidator, Field
 
 from qwenvl_agent.vlm.images import PIXELS_PER_TOKEN
@@ -15,15 +16,19 @@ from .base import ImageTool
 
 def _as_box(value):
     """Small models write boxes as lists, strings ("[10, 20, 300, 400]") or dicts; accept all of them, and a
-    box from locate_in_image ({"bbox_2d": [...], "label": ...})."""
-    if isinstance(value, dict) and "bbox_2d" in value:
-        value = value["bbox_2d"]
+    box from locate_in_image ({"bbox_2d": [...], "label": ...}), also as JSON text or alone in a list."""
     if isinstance(value, str):
         text = value.strip()
         try:
             value = json.loads(text)
         except json.JSONDecodeError:
-            value = [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?", text)]
+            value = json_repair.loads(text) if text.startswith(("{", "[")) else None
+            if not isinstance(value, (list, dict)):
+                value = [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?", text)]
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], (list, dict)):
+        value = value[0]
+    if isinstance(value, dict) and "bbox_2d" in value:
+        value = value["bbox_2d"]
     if isinstance(value, dict):
         value = [value.get(k) for k in ("x1", "y1", "x2", "y2")]
     return value

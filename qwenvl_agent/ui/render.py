@@ -256,7 +256,7 @@ def show_step(step: StepView) -> None:
     else:
         show_pictures(step.pictures, width=240 if step.tool == "zoom_image" else 200)
         if step.is_error:
-            st.warning(f"The tool failed: {step.output}")
+            st.warning(f"The tool failed: {escape_markdown(step.output)}")
         elif step.output:
             st.code(step.output, language=None, wrap_lines=True)
 

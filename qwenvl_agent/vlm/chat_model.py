@@ -29,7 +29,7 @@ from .cancel import cancel_scope
 from .generation import DEFAULT_MAX_IMAGE_TOKENS, GenerationSettings, GenerationStats, Prompt
 from .messages import to_qwen_messages
 from .runtime import DEFAULT_MODEL, VLMRuntime, load_runtime
-from .tool_calls import CLOSE, OPEN, THINK_END, ParsedCall, Reasoning, ReplySplitter, bare_call
+from .tool_calls import CLOSE, OPEN, THINK_END, ParsedCall, Reasoning, ReplySplitter, bare_calls
 
 _FORCED = ("any", "required")
 
@@ -260,8 +260,8 @@ class ChatQwenVL(BaseChatModel):
         reasoning = "".join(part.text for _, part in chunks if isinstance(part, Reasoning))
         calls = [part for _, part in chunks if isinstance(part, ParsedCall)]
         last = chunks[-1][0].message
-        if calls and bare_call(text, [c.name for c in calls if c.name]) is not None:
-            text = ""  # the whole reply was the call
+        if calls:
+            text, _ = bare_calls(text, [c.name for c in calls if c.name])  # the calls' JSON is not the answer
         message = AIMessage(
             content=text.strip() if calls else text,
             additional_kwargs={"reasoning_content": reasoning} if reasoning else {},
@@ -314,10 +314,9 @@ class ChatQwenVL(BaseChatModel):
             else:
                 yield from emit(splitter.feed(item))
         yield from emit(splitter.finish())
-        if not calls and prompt.tools:  # a call written as plain JSON, without its tags
-            call = bare_call("".join(answer), [tool["function"]["name"] for tool in prompt.tools])
-            if call is not None:
-                yield from emit([call])
+        if not calls and prompt.tools:  # calls written as plain JSON, without their tags
+            _, found = bare_calls("".join(answer), [tool["function"]["name"] for tool in prompt.tools])
+            yield from emit(found)
         yield self._last_chunk(_combined(stats), model, has_calls=calls > 0), None
 
     def _last_chunk(self, stats: GenerationStats, model: str, has_calls: bool) -> ChatGenerationChunk:

@@ -77,7 +77,7 @@ def _address(host: str, port: int, allow_private: bool, deadline: float) -> str:
 
 
 def _kind(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
-    for kind in ("loopback", "private", "link_local", "multicast", "reserved", "unspecified"):
+    for kind in ("loopback", "link_local", "multicast", "private", "reserved", "unspecified"):  # the narrowest first
         if getattr(ip, f"is_{kind}"):
             return kind.replace("_", "-")
     return "non-public"

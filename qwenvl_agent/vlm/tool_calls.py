@@ -3,7 +3,7 @@
 ``parse_tool_calls`` splits a whole reply; ``ToolCallSplitter`` does the same incrementally for streams,
 never letting a half-written ``<tool_call>`` marker leak out as text. The JSON is read leniently, as
 small Qwen models write it: single quotes, trailing commas, a missing brace or ``</tool_call>``,
-``arguments`` as a JSON string (json-repair does the repairing). ``bare_call`` recognises a call written
+``arguments`` as a JSON string (json-repair does the repairing). ``bare_calls`` recognises calls written
 as plain JSON without the tags.
 """
 
@@ -89,14 +89,69 @@ def parse_call(block: str) -> ParsedCall:
     return call
 
 
-def bare_call(text: str, tool_names: list[str]) -> ParsedCall | None:
-    """A reply that is nothing but ``{"name": …, "arguments": …}`` (fenced or not) naming one of the tools:
-    a call the model wrote without its tags."""
-    stripped = _FENCE.sub("", text.strip()).strip()
-    if not (stripped.startswith("{") and stripped.endswith("}")) or '"name"' not in stripped.replace("'", '"'):
-        return None
-    call = parse_call(stripped)
-    return call if call.error is None and call.name in tool_names else None
+# Where plain JSON may begin: a line opening with { or [, or a ```json fence before one.
+_JSON_LINE = re.compile(r"^[ \t]*(?:```(?:json)?[ \t]*\n[ \t]*)?[\[{]", re.M)
+
+
+def bare_calls(text: str, tool_names: list[str]) -> tuple[str, list[ParsedCall]]:
+    """Calls a model wrote as plain JSON without their tags: the reply ends with one or more
+    ``{"name": …, "arguments": …}`` objects (one after another, or in a list; fenced or not), each naming one
+    of the tools. Returns the text before them and the calls, or the text unchanged and no calls."""
+    for start in _JSON_LINE.finditer(text):
+        calls = _calls_in(text[start.start():], tool_names)
+        if calls:
+            return text[: start.start()].rstrip(), calls
+    return text, []
+
+
+def _calls_in(tail: str, tool_names: list[str]) -> list[ParsedCall]:
+    body = re.sub(r"```(?:json)?", "", tail).strip()
+    if '"name"' not in body.replace("'", '"'):
+        return []
+    values: list[Any] = []
+    decoder, position = json.JSONDecoder(), 0
+    while position < len(body):
+        try:
+            value, position = decoder.raw_decode(body, position)
+        except json.JSONDecodeError:  # written loosely (single quotes, trailing commas): repair this value only
+            end = _value_end(body, position)
+            value, position = json_repair.loads(body[position:end]), end
+        values.extend(value if isinstance(value, list) else [value])
+        while position < len(body) and body[position] in " \t\r\n,":
+            position += 1
+    calls = []
+    for value in values:
+        if not isinstance(value, dict):
+            return []
+        call = parse_call(json.dumps(value, ensure_ascii=False))
+        if call.error is not None or call.name not in tool_names:
+            return []
+        calls.append(call)
+    return calls
+
+
+def _value_end(text: str, start: int) -> int:
+    """Where the bracketed value opening at ``start`` closes (quotes of either kind respected), or the end of
+    the text when it never does."""
+    depth, quote, escaped = 0, "", False
+    for index in range(start, len(text)):
+        char = text[index]
+        if quote:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char in "{[":
+            depth += 1
+        elif char in "}]":
+            depth -= 1
+            if depth == 0:
+                return index + 1
+    return len(text)
 
 
 def _lenient_json(text: str) -> Any:
