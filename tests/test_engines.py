@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from qwenvl_agent.vlm import ChatQwenVL, EngineError, load_runtime
-from qwenvl_agent.vlm import openvino_export, runtime as runtime_module
+from qwenvl_agent.vlm import ChatQwenVL, EngineError, load_runtime, openvino_export
+from qwenvl_agent.vlm import runtime as runtime_module
 from qwenvl_agent.vlm.openvino_export import export_folder, openvino_available
 
 needs_openvino = pytest.mark.skipif(not openvino_available(), reason="OpenVINO is not installed")

@@ -12,8 +12,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from PIL import Image, ImageDraw, ImageFont
 from rapidfuzz.distance import Levenshtein
 
-from qwenvl_agent.tools import ImageStore, OcrEngineError, TextPiece, make_tools, to_text
-from qwenvl_agent.tools import rapid_ocr
+from qwenvl_agent.tools import ImageStore, OcrEngineError, TextPiece, make_tools, rapid_ocr, to_text
 from qwenvl_agent.vlm import ChatQwenVL
 from qwenvl_agent.vlm.testing import scripted_replies
 

@@ -10,8 +10,8 @@ from .base import ImageTool
 from .chart import ChartTool
 from .chart_data import ChartData, ChartParseError, ChartSeries, parse_chart_json
 from .describe import DescribeTool
-from .locate import LocateTool, parse_boxes
 from .layout import TextPiece, to_text
+from .locate import LocateTool, parse_boxes
 from .ocr import DEFAULT_OCR_ENGINE, OCR_ENGINES, OcrTool
 from .page_index import Hit, IndexedLine, IndexedPage, PageIndex
 from .rapid_ocr import OcrEngineError

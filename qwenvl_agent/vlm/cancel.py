@@ -9,9 +9,9 @@ one (a model call inside an agent run) stops when either its own event or an out
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import threading
 from collections.abc import Iterator
-import contextvars
 from contextvars import ContextVar
 
 _scopes: ContextVar[tuple[threading.Event, ...]] = ContextVar("qwenvl_cancel", default=())

@@ -132,8 +132,13 @@ class OpenVINOEngine:
         """Token by token after the prompt, as ``generate`` does: logits processors (sampling settings,
         repetition penalty, the caller's own), the streamer, the stopping criteria, the end tokens."""
         import torch
-        from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
-                                  TopKLogitsWarper, TopPLogitsWarper)
+        from transformers import (
+            LogitsProcessorList,
+            RepetitionPenaltyLogitsProcessor,
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
 
         processors = LogitsProcessorList()
         if kwargs.get("repetition_penalty"):

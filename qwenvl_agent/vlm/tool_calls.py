@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import re
 import uuid
-
-import json_repair
 from dataclasses import dataclass, field
 from typing import Any
+
+import json_repair
 
 OPEN = "<tool_call>"
 CLOSE = "</tool_call>"
