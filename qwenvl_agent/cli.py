@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,9 @@ from .vlm.runtime import DEFAULT_MODEL, DTYPES, ENGINES
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    from .vlm import EngineFallbackWarning
+
+    warnings.simplefilter("ignore", EngineFallbackWarning)  # its one-line log record says it already
     try:
         return args.run(args)
     except KeyboardInterrupt:

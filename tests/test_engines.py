@@ -6,11 +6,19 @@ import json
 import logging
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 
-from qwenvl_agent.vlm import ChatQwenVL, EngineError, load_runtime, openvino_export
+from qwenvl_agent.vlm import (
+    ChatQwenVL,
+    EngineError,
+    EngineFallbackWarning,
+    WrongModelError,
+    load_runtime,
+    openvino_export,
+)
 from qwenvl_agent.vlm import runtime as runtime_module
 from qwenvl_agent.vlm.openvino_export import export_folder, openvino_available
 
@@ -48,11 +56,11 @@ def test_auto_falls_back_to_torch_with_a_one_line_warning(tiny_model, monkeypatc
 
     monkeypatch.setattr(runtime_module, "openvino_available", lambda: True)
     monkeypatch.setattr(runtime_module, "_load_openvino", broken_export)
-    with caplog.at_level(logging.WARNING, logger="qwenvl_agent.vlm.runtime"):
+    with caplog.at_level(logging.WARNING, logger="qwenvl_agent.vlm.runtime"), pytest.warns(EngineFallbackWarning, match="using torch"):
         runtime = load_runtime(tiny_model, engine="auto", weights="int4")
     assert runtime.engine_name == "torch"
     assert runtime is load_runtime(tiny_model, engine="torch")  # the same copy of the weights, not a second one
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name.startswith("qwenvl_agent")]
     assert len(warnings) == 1 and "\n" not in warnings[0] and "using torch" in warnings[0]
     assert "Exporting failed" in warnings[0]
 
@@ -77,6 +85,25 @@ def test_an_ir_of_another_model_is_refused_by_name(tmp_path):
     folder = fake_ir(tmp_path / "llava-ov", "llava")
     with pytest.raises(EngineError, match="of a 'llava' model, not Qwen3-VL"):
         load_runtime(str(folder), engine="openvino")
+
+
+@pytest.mark.parametrize("openvino_installed", [True, False])
+def test_auto_names_an_ir_of_another_model_instead_of_falling_back(tmp_path, monkeypatch, openvino_installed):
+    folder = fake_ir(tmp_path / "llava-ov", "llava")
+    monkeypatch.setattr(runtime_module, "openvino_available", lambda: openvino_installed)
+    monkeypatch.setattr(openvino_export, "require_openvino", lambda: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EngineFallbackWarning)
+        with pytest.raises(WrongModelError, match="of a 'llava' model, not Qwen3-VL"):
+            load_runtime(str(folder), engine="auto")
+
+
+def test_engine_weights_and_dtype_typos_are_refused_when_the_model_is_made():
+    for wrong in ({"engine": "tensorrt"}, {"weights": "int2"}, {"dtype": "float8"}):
+        with pytest.raises(ValueError, match=list(wrong)[0]):
+            ChatQwenVL(**wrong)
+    with pytest.raises(ValueError, match="weights"):
+        load_runtime("/nowhere", engine="torch", weights="int2")
 
 
 def test_the_torch_engine_on_an_ir_folder_says_to_use_openvino(tmp_path):

@@ -4,6 +4,7 @@ from .chat_model import ChatQwenVL
 from .errors import (
     BusyError,
     EngineError,
+    EngineFallbackWarning,
     GenerationCancelled,
     GenerationError,
     GenerationTimeout,
@@ -11,6 +12,7 @@ from .errors import (
     ModelNotAvailableError,
     PromptTooLongError,
     QwenVLError,
+    WrongModelError,
 )
 from .generation import GenerationSettings, GenerationStats, Prompt
 from .images import load_image
@@ -21,6 +23,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "BusyError",
     "EngineError",
+    "EngineFallbackWarning",
     "ChatQwenVL",
     "GenerationCancelled",
     "GenerationError",
@@ -33,6 +36,7 @@ __all__ = [
     "PromptTooLongError",
     "QwenVLError",
     "VLMRuntime",
+    "WrongModelError",
     "load_image",
     "load_runtime",
     "parse_tool_calls",

@@ -23,12 +23,13 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import ConfigDict, Field, SecretStr, model_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from .cancel import cancel_scope
 from .generation import DEFAULT_MAX_IMAGE_TOKENS, GenerationSettings, GenerationStats, Prompt
 from .messages import to_qwen_messages
-from .runtime import DEFAULT_MODEL, VLMRuntime, load_runtime
+from .openvino_export import check_weights
+from .runtime import DEFAULT_MODEL, ENGINES, VLMRuntime, load_runtime, resolve_dtype
 from .tool_calls import CLOSE, OPEN, THINK_END, ParsedCall, Reasoning, ReplySplitter, bare_calls
 
 _FORCED = ("any", "required")
@@ -118,6 +119,24 @@ class ChatQwenVL(BaseChatModel):
                     hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
                 raise ValueError(f"ChatQwenVL got unknown argument{'s' if len(hints) > 1 else ''}: {', '.join(hints)}.")
         return values
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, engine: str) -> str:
+        if str(engine).lower() not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}.")
+        return str(engine).lower()
+
+    @field_validator("weights")
+    @classmethod
+    def _known_weights(cls, weights: str) -> str:
+        return check_weights(weights)
+
+    @field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, dtype: str) -> str:
+        resolve_dtype(dtype)  # refuses what it does not know; "auto" stays "auto" until the model loads
+        return dtype
 
     @property
     def _llm_type(self) -> str:

@@ -25,6 +25,11 @@ class EngineError(QwenVLError, RuntimeError):
     """An inference engine cannot run: not installed, its export failed, or its model files do not fit."""
 
 
+class WrongModelError(EngineError):
+    """The folder holds a model of another kind than Qwen3-VL: no engine can run it, so "auto" does not try
+    another one."""
+
+
 class GenerationTimeout(GenerationError, TimeoutError):
     """The call's time limit ran out before the model could start (it waited for another request)."""
 
@@ -35,3 +40,7 @@ class GenerationCancelled(GenerationError):
 
 class PromptTooLongError(QwenVLError, ValueError):
     """The prompt is longer than the runtime reads in one call."""
+
+
+class EngineFallbackWarning(UserWarning):
+    """``engine="auto"`` could not use OpenVINO and runs on torch (also logged as one line)."""

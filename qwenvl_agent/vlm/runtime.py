@@ -13,11 +13,12 @@ import logging
 import os
 import re
 import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import EngineError, ModelNotAvailableError
+from .errors import EngineError, EngineFallbackWarning, ModelNotAvailableError, WrongModelError
 from .gate import GenerationGate
 from .openvino_export import check_weights, ensure_exported, is_openvino_ir, openvino_available
 from .reuse import PrefixCache, VisionCache
@@ -116,8 +117,7 @@ def load_runtime(
     """
     resolved_engine = resolve_engine(engine)
     resolved_dtype = resolve_dtype(dtype)
-    if resolved_engine == "openvino":
-        check_weights(weights)
+    check_weights(weights)  # a typo is an error on every engine
     model_ref = str(model)
     precision = weights if resolved_engine == "openvino" else resolved_dtype
     key = (_cache_key_model(model_ref), revision, resolved_engine, precision, resolved_dtype)
@@ -135,9 +135,11 @@ def load_runtime(
         try:
             runtime = _load(model_ref, revision, resolved_engine, options)
         except EngineError as exc:
-            if engine != "auto" or resolved_engine != "openvino":
+            if engine != "auto" or resolved_engine != "openvino" or isinstance(exc, WrongModelError):
                 raise
-            log.warning("The OpenVINO engine is not available, using torch: %s", str(exc).splitlines()[0])
+            message = f"The OpenVINO engine is not available, using torch: {str(exc).splitlines()[0]}"
+            log.warning("%s", message)
+            warnings.warn(message, EngineFallbackWarning, stacklevel=2)
             runtime = load_runtime(
                 model, revision, dtype, engine="torch", num_threads=num_threads, max_waiting=max_waiting,
                 vision_cache_mb=vision_cache_mb, prefix_cache_mb=prefix_cache_mb,
@@ -312,6 +314,9 @@ def _load_torch(model_ref: str, revision: str | None, path: Path, options: _Opti
     from .engine_torch import TorchEngine
 
     if is_openvino_ir(path) and not any(path.glob("*.safetensors")):
+        from .engine_openvino import check_model_type
+
+        check_model_type(path)  # an IR of another model is named as such first
         raise EngineError(
             f"{path} holds an OpenVINO IR, which the torch engine cannot run: use engine='openvino' (with "
             "pip install 'qwenvl-agent[openvino]'), or give the original checkpoint."
