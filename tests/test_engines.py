@@ -60,9 +60,9 @@ def test_auto_falls_back_to_torch_with_a_one_line_warning(tiny_model, monkeypatc
         runtime = load_runtime(tiny_model, engine="auto", weights="int4")
     assert runtime.engine_name == "torch"
     assert runtime is load_runtime(tiny_model, engine="torch")  # the same copy of the weights, not a second one
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name.startswith("qwenvl_agent")]
-    assert len(warnings) == 1 and "\n" not in warnings[0] and "using torch" in warnings[0]
-    assert "Exporting failed" in warnings[0]
+    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name.startswith("qwenvl_agent")]
+    assert len(logged) == 1 and "\n" not in logged[0] and "using torch" in logged[0]
+    assert "Exporting failed" in logged[0]
 
 
 def test_auto_does_not_hide_a_broken_export_when_openvino_is_asked_for(tiny_model, monkeypatch):
