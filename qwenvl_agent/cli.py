@@ -323,6 +323,7 @@ def _eval(args: argparse.Namespace) -> int:
     from .eval.dataset import build_set
     from .eval.fonts import FontMissingError
     from .eval.runner import EvalSettings, run_eval
+    from .vlm import QwenVLError
 
     try:
         items = build_set(args.set_name, seed=args.seed, langs=tuple(args.lang))
@@ -332,7 +333,15 @@ def _eval(args: argparse.Namespace) -> int:
     except (FontMissingError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    where = f"{args.backend} backend at {args.base_url}" if args.backend != "local" else f"engine {args.engine}, weights {args.weights}"
+    where = f"{args.backend} backend at {args.base_url}"
+    if vlm is not None and args.backend == "local":
+        try:  # load before the run: a model that cannot load is one clear error, not every item failing
+            _status(f"Loading {args.model} …")
+            runtime = vlm.runtime
+        except QwenVLError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        where = f"engine {runtime.engine_name}, {runtime.dtype}"
     what = "no vision model (RapidOCR and the page index only)" if model_free else f"model {args.model} ({where})"
     settings = EvalSettings(args.set_name, args.mode, args.ocr_engine, what, tuple(args.only))
     output = Path(args.output or f"eval-results/{args.set_name}-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -75,6 +75,10 @@ def test_qwenvl_eval_end_to_end_on_the_tiny_checkpoint(tiny_model, tmp_path):
     assert len(items) == len(build_set("quick", langs=("en",)))
     assert all(0 <= item["score"] <= 1 and item["seconds"] >= 0 for item in items)
     assert {item["task"] for item in items} == {"ocr", "chart", "qa", "search"}
+    metrics = {item["task"]: item["metric"] for item in items}
+    assert metrics["ocr"] == "character accuracy" and metrics["search"] == "right page in the first three"
+    text_answers = [item for item in items if item["task"] == "qa" and item["metric"] == "ANLS"]
+    assert text_answers and all(item["exact_match"] in (0.0, 1.0) for item in text_answers)
     # Questions naming an invoice number or a person are found through the PDF's text layer.
     found = [item["score"] for item in items if item["category"] == "search/text-layer"]
     assert found and all(score == 1 for score in found), items
@@ -89,3 +93,12 @@ def test_the_agent_mode_runs_questions_through_the_agent(tiny_model, tmp_path):
     results = run_eval(items, vlm, EvalSettings(mode="agent", tasks=("qa",)), tmp_path, progress=False)
     assert len(results) == 2 and all(r.error is None for r in results), [r.error for r in results]
     assert all(isinstance(r.prediction, str) for r in results)
+
+
+def test_a_model_that_cannot_load_is_one_clear_error_before_any_item(tmp_path, capsys):
+    from qwenvl_agent.cli import main
+
+    code = main(["eval", "--set", "quick", "--model", str(tmp_path / "no-model"), "--engine", "torch",
+                 "--output", str(tmp_path / "out")])
+    assert code == 1
+    assert "no-model" in capsys.readouterr().err and not (tmp_path / "out" / "items.jsonl").exists()

@@ -80,7 +80,7 @@ def test_rapidocr_reads_a_drawn_invoice_offline(store, monkeypatch):
     assert similarity(message.content, expected) > 0.9, message.content
     lines = message.artifact["data"]["lines"]
     assert message.artifact["data"]["engine"] == "rapidocr" and len(lines) >= 4
-    assert all(0 < line["score"] <= 1 and 0 <= line["box"][0] < line["box"][2] <= 1000 for line in lines)
+    assert all(0 < line["confidence"] <= 1 and 0 <= line["box"][0] < line["box"][2] <= 1000 for line in lines)
 
 
 def test_rapidocr_rebuilds_a_table_as_markdown(store):

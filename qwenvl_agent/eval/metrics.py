@@ -91,6 +91,12 @@ def abstained(predicted: str) -> float:
     return 1.0 if _ABSTAIN.search(str(predicted)) else 0.0
 
 
+def answer_metric(answer_type: str) -> str:
+    """What ``score_answer`` measures for an answer of this type."""
+    return {"number": "number within 1 %", "yesno": "yes or no", "none": "says the images do not hold it"}.get(
+        answer_type, "ANLS")
+
+
 def score_answer(predicted: str, truth: Any, answer_type: str) -> float:
     if answer_type == "number":
         return number_match(predicted, float(truth))

@@ -22,7 +22,7 @@ from qwenvl_agent.tools import ImageStore, make_tools
 from qwenvl_agent.tools.base import image_block
 
 from .dataset import EvalItem
-from .metrics import char_accuracy, chart_value_accuracy, score_answer
+from .metrics import answer_metric, char_accuracy, chart_value_accuracy, exact_match, score_answer
 
 QA_SUFFIX = " Answer briefly. If the image does not show it, say so."
 
@@ -49,6 +49,8 @@ class ItemResult:
     seconds: float
     steps: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    metric: str = ""  # what ``score`` measures
+    exact_match: float | None = None  # text answers: the whole answer equal to the truth (normalised)
 
 
 def run_eval(items: list[EvalItem], vlm: BaseChatModel, settings: EvalSettings, output: Path, progress: bool = True) -> list[ItemResult]:
@@ -74,6 +76,8 @@ def run_eval(items: list[EvalItem], vlm: BaseChatModel, settings: EvalSettings, 
 def _run_item(item: EvalItem, vlm: BaseChatModel, settings: EvalSettings, documents: _Documents) -> ItemResult:
     started = time.perf_counter()
     prediction, steps, error, score = "", [], None, 0.0
+    metric = {"ocr": "character accuracy", "chart": "values within 2 %", "search": "right page in the first three"}.get(
+        item.task, answer_metric(item.answer_type))
     try:
         if item.task == "ocr":
             prediction, steps = _tool(item, vlm, settings, "ocr_image", {})
@@ -96,8 +100,9 @@ def _run_item(item: EvalItem, vlm: BaseChatModel, settings: EvalSettings, docume
     except Exception as exc:  # noqa: BLE001 - one failing item is scored 0 and recorded, the run goes on
         error = f"{type(exc).__name__}: {exc}"
     truth = item.text if item.task == "ocr" else (item.values if item.task == "chart" else item.answer)
+    exact = exact_match(prediction, str(truth)) if item.task == "qa" and item.answer_type == "text" else None
     return ItemResult(item.id, item.category, item.task, item.lang, item.question, truth, prediction, score,
-                      round(time.perf_counter() - started, 3), steps, error)
+                      round(time.perf_counter() - started, 3), steps, error, metric, exact)
 
 
 def _tool(item: EvalItem, vlm: BaseChatModel, settings: EvalSettings, name: str, args: dict[str, Any]):
@@ -197,6 +202,9 @@ def summary(results: list[ItemResult], settings: EvalSettings) -> str:
     lines += ["", "Scores: OCR, character accuracy; charts, share of values read within 2 %; questions, numbers "
               "within 1 %, text by ANLS, yes/no, and unanswerable questions by saying so; search, the right page "
               "among the first three.", ""]
+    exact = [r.exact_match for r in results if r.exact_match is not None]
+    if exact:
+        lines += [f"Text answers ({len(exact)}): exact match {statistics.fmean(exact):.3f} (ANLS is their score above).", ""]
     for category in sorted({r.category for r in results if r.task == "search"}):
         seconds = {step["indexing_seconds"] for r in results if r.category == category for step in r.steps}
         if seconds:
@@ -223,7 +231,7 @@ def confidence_table(results: list[ItemResult]) -> list[str]:
         truth = " ".join(normalise_text(str(result.truth)).split())
         for step in result.steps:
             for line in (step.get("data") or {}).get("lines") or []:
-                bucket = next(i for i in range(len(counts)) if line["score"] < CONFIDENCE_BUCKETS[i + 1])
+                bucket = next(i for i in range(len(counts)) if line["confidence"] < CONFIDENCE_BUCKETS[i + 1])
                 counts[bucket][0] += 1
                 counts[bucket][1] += fuzz.partial_ratio(" ".join(line["text"].split()), truth) == 100
     if not any(total for total, _ in counts):

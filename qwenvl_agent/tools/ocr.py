@@ -121,7 +121,7 @@ def _lines(pieces: list[TextPiece], size: tuple[int, int]) -> list[dict[str, Any
     return [
         {
             "text": p.text,
-            "score": round(p.score, 4),
+            "confidence": round(p.score, 4),
             "box": [round(p.box[0] * 1000 / width), round(p.box[1] * 1000 / height),
                     round(p.box[2] * 1000 / width), round(p.box[3] * 1000 / height)],
         }
