@@ -81,6 +81,18 @@ def fake_ir(folder: Path, model_type: str) -> Path:
     return folder
 
 
+def test_a_published_irs_weights_are_read_from_its_compression_record(tmp_path):
+    from qwenvl_agent.vlm.runtime import _ir_weights
+
+    folder = fake_ir(tmp_path / "qwen-int4-ov", "qwen3_vl")
+    (folder / "openvino_language_model.xml").write_text(
+        '<net>\n<rt_info><nncf><weight_compression><backup_mode value="int8_asym" /><mode value="int4_asym" />'
+        "</weight_compression></nncf></rt_info>\n</net>"
+    )
+    assert _ir_weights(folder, requested="int8") == "int4"
+    assert _ir_weights(fake_ir(tmp_path / "plain", "qwen3_vl"), requested="int8") == "int8"  # nothing recorded
+
+
 def test_an_ir_of_another_model_is_refused_by_name(tmp_path):
     folder = fake_ir(tmp_path / "llava-ov", "llava")
     with pytest.raises(EngineError, match="of a 'llava' model, not Qwen3-VL"):

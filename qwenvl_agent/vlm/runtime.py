@@ -63,6 +63,11 @@ class VLMRuntime:
         return self.engine.precision
 
     @property
+    def weights(self) -> str | None:
+        """OpenVINO's weights ("int8" or "int4"); None on torch."""
+        return self.dtype if self.engine_name == "openvino" else None
+
+    @property
     def label(self) -> str:
         """For people: "torch bfloat16", "OpenVINO int4"."""
         return f"{'OpenVINO' if self.engine_name == 'openvino' else 'torch'} {self.dtype}"
@@ -375,10 +380,20 @@ def _load_openvino(model_ref: str, revision: str | None, path: Path, options: _O
 
 
 def _ir_weights(ir_path: Path, requested: str) -> str:
-    """The weights of an IR: as recorded by our export, else what was asked for (a published IR)."""
+    """The weights of an IR: as recorded by our export, else as NNCF's weight compression recorded them at the
+    end of the language model's XML (a published IR), else what was asked for."""
     import json
 
     try:
         return json.loads((ir_path / "qwenvl-export.json").read_text())["weights"]
     except (OSError, ValueError, KeyError):
+        pass
+    try:
+        with (ir_path / "openvino_language_model.xml").open("rb") as xml:
+            xml.seek(0, os.SEEK_END)
+            xml.seek(max(0, xml.tell() - 65536))
+            tail = xml.read().decode("utf-8", "replace")
+    except OSError:
         return requested
+    found = re.search(r'<weight_compression>.*?<mode value="(int4|int8)', tail, re.S)
+    return found.group(1) if found else requested
