@@ -14,7 +14,7 @@ from fpdf import FPDF
 from PIL import Image, ImageDraw, ImageFont
 from planner import ScriptedPlanner, call
 
-from qwenvl_agent.agent import DocumentAssistant, ToolCall
+from qwenvl_agent.agent import DocumentAssistant, ToolCall, trail
 from qwenvl_agent.tools import ImageStore, PageIndex, make_tools
 from qwenvl_agent.tools.page_index import tokens
 
@@ -150,6 +150,8 @@ def test_the_agent_searches_reads_and_cites_the_page(tiny_model):
     assert [c.name for c in calls] == ["search_document", "read_page_text"]
     assert answer.steps[0].image_ids[0] == "doc-1/page-13" and NEEDLE in answer.steps[1].output
     assert "doc-1/page-13" in answer.text
+    assert trail(answer.steps).startswith("searched 20 pages → doc-1/page-13")
+    assert trail(answer.steps).endswith(" → read text of doc-1/page-13")
     prompt = planner.seen[0][0].content
     assert "search_document" in prompt and "read_page_text" in prompt
 

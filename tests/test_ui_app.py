@@ -176,6 +176,7 @@ def test_a_zoom_step_shows_the_box_on_the_source_and_the_crop(page):
     ask(app, "Look at the top left")
     status = app.chat_message[1].status[0]
     assert captions(status) == ["img-1, box [0, 0, 500, 500]", "img-1/zoom-1"]
+    assert status.label.startswith("1 step") and status.label.endswith(": zoomed into img-1")
     assert "box=[0, 0, 500, 500]" in texts(status)
 
 

@@ -60,6 +60,34 @@ class Step:
     data: dict[str, Any] | None = None
 
 
+def trail(steps: list[Step], limit: int = 200) -> str:
+    """The steps in a line, for people: "searched 20 pages → doc-1/page-13 → read text of doc-1/page-13"."""
+    parts = []
+    for step in steps:
+        target = step.image_ids[0] if step.image_ids else str(step.args.get("image_id") or step.args.get("page_id") or "")
+        if step.is_error:
+            parts.append(f"{step.tool} failed")
+        elif step.tool == "search_document":
+            searched = (step.data or {}).get("searched")
+            pages = f"{searched} pages" if isinstance(searched, int) else "the pages"
+            parts.append(f"searched {pages} → {', '.join(step.image_ids[:3])}" if step.image_ids else f"searched {pages}, no match")
+        else:
+            verb = _VERBS.get(step.tool, step.tool)
+            parts.append(f"{verb} {target}".strip())
+    line = " → ".join(parts)
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+
+
+_VERBS = {
+    "read_page_text": "read text of",
+    "ocr_image": "OCR of",
+    "read_chart": "read chart",
+    "describe_image": "looked at",
+    "zoom_image": "zoomed into",
+    "locate_in_image": "located in",
+}
+
+
 @dataclass(frozen=True)
 class Answer:
     """The run is over: the final answer and every tool step taken for it."""

@@ -49,7 +49,8 @@ class SearchTool(ImageTool):
         done, total = index.progress()
         status = "" if done >= total else f"\n(Still reading the pages: {done} of {total} done so far; search again later for the rest.)"
         if not hits:
-            return f"No page matches '{query}' ({searched} searched).{status}", [], {"hits": [], "indexed": done, "total": total}
+            data = {"hits": [], "searched": searched, "indexed": done, "total": total}
+            return f"No page matches '{query}' ({searched} searched).{status}", [], data
         lines = [f"Searched {searched} page{'s' if searched != 1 else ''}; the best for '{query}':"]
         for rank, hit in enumerate(hits, 1):
             lines.append(f"{rank}. {hit.page_id} ({hit.source})")
@@ -57,6 +58,7 @@ class SearchTool(ImageTool):
         data = {
             "hits": [{"page_id": h.page_id, "score": round(h.score, 3), "source": h.source,
                       "lines": [{"text": line.text, "box": list(line.box)} for line in h.lines]} for h in hits],
+            "searched": searched,
             "indexed": done,
             "total": total,
         }

@@ -16,7 +16,7 @@ from typing import Any
 
 import streamlit as st
 
-from qwenvl_agent.agent import Answer, AnswerToken, Error, Event, StepStarted, ToolCall, ToolResult
+from qwenvl_agent.agent import Answer, AnswerToken, Error, Event, StepStarted, ToolCall, ToolResult, trail
 from qwenvl_agent.tools import OCR_ENGINES, ImageStore
 from qwenvl_agent.ui import render, state
 from qwenvl_agent.ui.render import Picture, StepView, Turn
@@ -489,7 +489,7 @@ def _summary(answer: Answer, seconds: float) -> str:
         return f"Stopped at the step limit after {count} steps · {seconds:.1f} s"
     if count == 0:
         return f"Answered without tools · {seconds:.1f} s"
-    return f"{count} step{'s' if count != 1 else ''} · {seconds:.1f} s"
+    return f"{count} step{'s' if count != 1 else ''} · {seconds:.1f} s: {render.escape_markdown(trail(answer.steps))}"
 
 
 try:
