@@ -217,6 +217,24 @@ def test_memory_stays_bounded_over_200_calls(tmp_path):
     assert rss_mb() < warm * 1.05 + 20
 
 
+def test_bounds_given_to_a_later_chat_model_apply_to_the_shared_copy(tiny_model):
+    first = ChatQwenVL(model=tiny_model, engine="torch", max_tokens=2)
+    runtime = first.runtime
+    for seed in range(3):
+        first.invoke([user(image(noise(300 + seed, size=(96, 96))), "What is it?")])
+    assert len(runtime.vision_cache) >= 3
+    before = (runtime.vision_cache.max_bytes, runtime.prefix_cache.max_bytes, runtime.gate.max_waiting)
+    try:
+        smaller = ChatQwenVL(model=tiny_model, engine="torch", vision_cache_mb=0, max_waiting=1)
+        assert smaller.runtime is runtime  # one copy of the weights
+        assert runtime.vision_cache.max_bytes == 0 and len(runtime.vision_cache) == 0 and runtime.gate.max_waiting == 1
+        assert runtime.prefix_cache.max_bytes == before[1]  # what was not given stays
+        ChatQwenVL(model=tiny_model, engine="torch").runtime  # nothing given: nothing changes
+        assert runtime.vision_cache.max_bytes == 0
+    finally:
+        runtime.with_limits(max_waiting=before[2], vision_cache_mb=before[0] / 2**20, prefix_cache_mb=before[1] / 2**20)
+
+
 def test_an_image_is_hashed_once():
     picture = noise(9)
     key = image_key(picture)

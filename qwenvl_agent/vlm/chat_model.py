@@ -87,16 +87,18 @@ class ChatQwenVL(BaseChatModel):
     allow_local_files: bool | str = True
     """Read image paths and file:// URLs: anywhere (True), nowhere (False), or only inside this folder."""
     num_threads: int | None = None
-    max_waiting: int = 3
-    """Callers that may wait behind a running generation before ``BusyError`` (set by the first load)."""
+    max_waiting: int | None = None
+    """Callers that may wait behind a running generation before ``BusyError`` (default 3). Like the cache
+    sizes below, it belongs to the loaded model every ChatQwenVL of it shares: when given, it applies to
+    that copy."""
     cache_images: bool = True
     """Reuse the vision tower's output for an image seen before (at the same image budget)."""
     reuse_prefix: bool = True
     """Reuse the KV cache of the longest prefix shared with a recent prompt (torch engine)."""
-    vision_cache_mb: float = 512
-    """Memory for cached image features (set by the first load of the model)."""
-    prefix_cache_mb: float = 1024
-    """Memory for the KV caches of recent prompts (set by the first load of the model)."""
+    vision_cache_mb: float | None = None
+    """Memory for cached image features (default 512 MB)."""
+    prefix_cache_mb: float | None = None
+    """Memory for the KV caches of recent prompts (default 1024 MB)."""
     streaming: bool = False
     max_retries: int | None = None
     """Accepted for compatibility; a local model has nothing to retry."""

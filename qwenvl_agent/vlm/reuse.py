@@ -103,6 +103,13 @@ class _BoundedLRU:
             while self._bytes > self.max_bytes:
                 self._remove(next(iter(self._items)))
 
+    def resize(self, max_bytes: int) -> None:
+        """A new bound; what no longer fits is evicted, oldest first."""
+        with self._lock:
+            self.max_bytes = max(0, int(max_bytes))
+            while self._bytes > self.max_bytes:
+                self._remove(next(iter(self._items)))
+
     def remove(self, key: Any) -> None:
         with self._lock:
             self._remove(key)
@@ -181,6 +188,9 @@ class PrefixCache:
     @property
     def max_bytes(self) -> int:
         return self._lru.max_bytes
+
+    def resize(self, max_bytes: int) -> None:
+        self._lru.resize(max_bytes)
 
     def __len__(self) -> int:
         return len(self._lru)

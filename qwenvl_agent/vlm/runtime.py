@@ -62,6 +62,20 @@ class VLMRuntime:
         """The weights' precision: "bfloat16" or "float32" on torch, "int8" or "int4" on OpenVINO."""
         return self.engine.precision
 
+    def with_limits(
+        self, max_waiting: int | None = None, vision_cache_mb: float | None = None, prefix_cache_mb: float | None = None
+    ) -> VLMRuntime:
+        """Apply the limits that are given (the others stay); returns self."""
+        if max_waiting is not None:
+            if max_waiting < 0:
+                raise ValueError(f"max_waiting must be 0 or more, got {max_waiting}")
+            self.gate.max_waiting = max_waiting
+        if vision_cache_mb is not None:
+            self.vision_cache.resize(int(vision_cache_mb * 2**20))
+        if prefix_cache_mb is not None:
+            self.prefix_cache.resize(int(prefix_cache_mb * 2**20))
+        return self
+
     @property
     def weights(self) -> str | None:
         """OpenVINO's weights ("int8" or "int4"); None on torch."""
@@ -105,9 +119,9 @@ def load_runtime(
     engine: str = "auto",
     weights: str = "int8",
     num_threads: int | None = None,
-    max_waiting: int = 3,
-    vision_cache_mb: float = 512,
-    prefix_cache_mb: float = 1024,
+    max_waiting: int | None = None,
+    vision_cache_mb: float | None = None,
+    prefix_cache_mb: float | None = None,
 ) -> VLMRuntime:
     """Return the runtime for ``model`` (hub id or local folder), loading it on first use.
 
@@ -116,9 +130,11 @@ def load_runtime(
     ``weights``: "int8" (closest to the original) or "int4" (fastest), OpenVINO only. ``dtype``: "auto"
     (bfloat16 where the CPU has AMX-BF16 or AVX512-BF16, else float32), "bfloat16" or "float32"; on
     OpenVINO it is the precision of the computation. ``num_threads``: threads, all physical cores by
-    default. These are set by the first load of a model: ``max_waiting`` (callers that may queue behind
-    a running generation before ``BusyError``), ``vision_cache_mb`` and ``prefix_cache_mb`` (memory for
-    the vision-feature cache and for the KV caches of recent prompts).
+    default. ``max_waiting`` (callers that may queue behind a running generation before ``BusyError``;
+    default 3), ``vision_cache_mb`` and ``prefix_cache_mb`` (memory for the vision-feature cache and for
+    the KV caches of recent prompts; default 512 and 1024) belong to the loaded copy, which every caller
+    of this model shares: when given, they apply to it from now on (a smaller cache evicts what no longer
+    fits).
     """
     resolved_engine = resolve_engine(engine)
     resolved_dtype = resolve_dtype(dtype)
@@ -127,16 +143,22 @@ def load_runtime(
     precision = weights if resolved_engine == "openvino" else resolved_dtype
     key = (_cache_key_model(model_ref), revision, resolved_engine, precision, resolved_dtype)
     fell_back = ("fell back to torch", *key)  # where "auto" settled on torch after OpenVINO failed
+    limits = {"max_waiting": max_waiting, "vision_cache_mb": vision_cache_mb, "prefix_cache_mb": prefix_cache_mb}
     with _cache_lock:
         if engine == "auto" and fell_back in _cache:
-            return _cache[fell_back]
+            return _cache[fell_back].with_limits(**limits)
         if key in _cache:
-            return _cache[key]
+            return _cache[key].with_limits(**limits)
         key_lock = _key_locks.setdefault(key, threading.Lock())
     with key_lock:  # two first callers must not load the same weights twice
         if key in _cache or (engine == "auto" and fell_back in _cache):
-            return _cache.get(key) or _cache[fell_back]
-        options = _Options(resolved_dtype, weights, num_threads, max_waiting, vision_cache_mb, prefix_cache_mb)
+            return (_cache.get(key) or _cache[fell_back]).with_limits(**limits)
+        options = _Options(
+            resolved_dtype, weights, num_threads,
+            3 if max_waiting is None else max_waiting,
+            512 if vision_cache_mb is None else vision_cache_mb,
+            1024 if prefix_cache_mb is None else prefix_cache_mb,
+        )
         try:
             runtime = _load(model_ref, revision, resolved_engine, options)
         except EngineError as exc:
