@@ -238,6 +238,8 @@ def test_name_is_only_a_label_never_a_path(tmp_path):
     image_id = store.add(_png(Image.new("RGB", (5, 5))), name=str(tmp_path / "does-not-exist.png"))
     assert store.info(image_id).label.endswith("does-not-exist.png")
     assert not (tmp_path / "does-not-exist.png").exists()
+    long_name = store.info(store.add(_png(Image.new("RGB", (5, 5))), name="/deep" * 60 + "/scan 7.png")).label
+    assert long_name.endswith("/scan 7.png") and long_name.startswith("…") and len(long_name) <= 80
 
 
 def test_invalid_settings_are_refused():

@@ -254,12 +254,13 @@ def _clean_id(image_id: object) -> str:
 
 
 def _clean_label(name: str | None) -> str | None:
-    """One line of at most ``MAX_LABEL_CHARS``: labels go into the model's prompt verbatim."""
+    """One line of at most ``MAX_LABEL_CHARS``: labels go into the model's prompt verbatim. A longer one
+    keeps its end, where a file's own name is."""
     if name is None:
         return None
     label = " ".join(str(name).split())
     if len(label) > MAX_LABEL_CHARS:
-        label = label[: MAX_LABEL_CHARS - 1] + "…"
+        label = "…" + label[-(MAX_LABEL_CHARS - 1):]
     return label or None
 
 
