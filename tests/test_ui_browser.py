@@ -6,6 +6,7 @@ answer appear (with real weights the steps appear too). The screenshot is saved 
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -57,17 +58,23 @@ def test_ask_about_an_image_attached_to_the_chat_input(server, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
     image = tmp_path / "invoice.png"
     image.write_bytes(png_bytes(draw_invoice()))
-    SCREENSHOT.parent.mkdir(exist_ok=True)
+    with browser_page(sync_api, SCREENSHOT) as page:
+        ask_with_attachment(sync_api.expect, page, server, image)
 
+
+@contextlib.contextmanager
+def browser_page(sync_api, screenshot: Path):
+    """A page in headless Chromium; its screenshot is saved to ``screenshot`` however the test ends."""
+    screenshot.parent.mkdir(exist_ok=True)
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.set_default_timeout(60_000)
             try:
-                ask_with_attachment(sync_api.expect, page, server, image)
+                yield page
             finally:
-                page.screenshot(path=str(SCREENSHOT))
+                page.screenshot(path=str(screenshot))
         finally:
             browser.close()
 
@@ -107,35 +114,26 @@ def test_an_upload_during_an_answer_keeps_the_answer_and_frees_the_model(slow_se
     about it: the first answer stays, marked as stopped, and the new question starts at once."""
     sync_api = pytest.importorskip("playwright.sync_api")
     expect = sync_api.expect
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.set_default_timeout(60_000)
-            try:
-                page.goto(slow_server, timeout=30_000)
-                chat = page.get_by_test_id("stChatInput")
-                expect(chat.get_by_test_id("stChatInputTextArea")).to_be_editable(timeout=90_000)
-                chat.get_by_test_id("stChatInputTextArea").fill("Tell me a long story.")
-                chat.get_by_test_id("stChatInputSubmitButton").click()
-                first = page.get_by_test_id("stChatMessage").nth(1)
-                expect(first.locator(ANSWER).last).not_to_have_text("", timeout=60_000)  # it is streaming
+    with browser_page(sync_api, SCREENSHOT.with_name("ui-stopped.png")) as page:
+        page.goto(slow_server, timeout=30_000)
+        chat = page.get_by_test_id("stChatInput")
+        expect(chat.get_by_test_id("stChatInputTextArea")).to_be_editable(timeout=90_000)
+        chat.get_by_test_id("stChatInputTextArea").fill("Tell me a long story.")
+        chat.get_by_test_id("stChatInputSubmitButton").click()
+        first = page.get_by_test_id("stChatMessage").nth(1)
+        expect(first.locator(ANSWER).last).not_to_have_text("", timeout=60_000)  # it is streaming
 
-                page.get_by_test_id("stSidebar").locator("input[type=file]").set_input_files(str(pdf_file(tmp_path)))
-                expect(first).to_contain_text("Stopped after", timeout=30_000)
-                expect(first).to_contain_text("stopped before it was complete")
-                assert first.locator(ANSWER).last.inner_text().strip(), "the partial answer was lost"
+        page.get_by_test_id("stSidebar").locator("input[type=file]").set_input_files(str(pdf_file(tmp_path)))
+        expect(first).to_contain_text("Stopped after", timeout=30_000)
+        expect(first).to_contain_text("stopped before it was complete")
+        assert first.locator(ANSWER).last.inner_text().strip(), "the partial answer was lost"
 
-                expect(chat.get_by_test_id("stChatInputTextArea")).to_be_editable()
-                chat.get_by_test_id("stChatInputTextArea").fill("What is in the PDF?")
-                chat.get_by_test_id("stChatInputSubmitButton").click()
-                second = page.get_by_test_id("stChatMessage").nth(3)
-                expect(second.locator(ANSWER).last).not_to_have_text("", timeout=20_000)  # started at once
-                expect(second).not_to_contain_text("Another request is running")
-                page.get_by_role("button", name="Stop").click()
-                expect(page.get_by_test_id("stChatMessage").nth(3)).to_contain_text("Stopped after", timeout=30_000)
-                expect(page.get_by_test_id("stException")).to_have_count(0)
-            finally:
-                page.screenshot(path=str(SCREENSHOT.with_name("ui-stopped.png")))
-        finally:
-            browser.close()
+        expect(chat.get_by_test_id("stChatInputTextArea")).to_be_editable()
+        chat.get_by_test_id("stChatInputTextArea").fill("What is in the PDF?")
+        chat.get_by_test_id("stChatInputSubmitButton").click()
+        second = page.get_by_test_id("stChatMessage").nth(3)
+        expect(second.locator(ANSWER).last).not_to_have_text("", timeout=20_000)  # started at once
+        expect(second).not_to_contain_text("Another request is running")
+        page.get_by_role("button", name="Stop").click()
+        expect(page.get_by_test_id("stChatMessage").nth(3)).to_contain_text("Stopped after", timeout=30_000)
+        expect(page.get_by_test_id("stException")).to_have_count(0)

@@ -19,6 +19,8 @@ from typing import Any
 import json_repair
 from pydantic import BaseModel, ValidationError, field_validator, model_validator
 
+from qwenvl_agent.vlm.tool_calls import json_value_span
+
 __all__ = ["CHART_JSON_INSTRUCTIONS", "ChartData", "ChartParseError", "ChartSeries", "parse_chart_json"]
 
 CHART_JSON_INSTRUCTIONS = """\
@@ -422,26 +424,10 @@ def _json_candidates(text: str):
 
 def _balanced(text: str, start: int) -> str:
     """The object or list starting at ``start``; if the reply stops early, it is closed here."""
-    closers: list[str] = []
-    quote, escaped = None, False
-    for index in range(start, len(text)):
-        char = text[index]
-        if quote:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == quote:
-                quote = None
-        elif char in "\"'":
-            quote = char
-        elif char in "{[":
-            closers.append("}" if char == "{" else "]")
-        elif char in "}]":
-            if closers.pop() != char or not closers:
-                return text[start : index + 1]
-    truncated = text[start:] + (quote or "")
-    return truncated.rstrip().rstrip(",") + "".join(reversed(closers))
+    end, quote, closers = json_value_span(text, start)
+    if not closers:
+        return text[start:end]
+    return (text[start:] + quote).rstrip().rstrip(",") + closers
 
 
 def _loads(candidate: str) -> tuple[Any, bool]:

@@ -114,7 +114,7 @@ def _calls_in(tail: str, tool_names: list[str]) -> list[ParsedCall]:
         try:
             value, position = decoder.raw_decode(body, position)
         except json.JSONDecodeError:  # written loosely (single quotes, trailing commas): repair this value only
-            end = _value_end(body, position)
+            end, _, _ = json_value_span(body, position)
             value, position = json_repair.loads(body[position:end]), end
         values.extend(value if isinstance(value, list) else [value])
         while position < len(body) and body[position] in " \t\r\n,":
@@ -130,10 +130,13 @@ def _calls_in(tail: str, tool_names: list[str]) -> list[ParsedCall]:
     return calls
 
 
-def _value_end(text: str, start: int) -> int:
-    """Where the bracketed value opening at ``start`` closes (quotes of either kind respected), or the end of
-    the text when it never does."""
-    depth, quote, escaped = 0, "", False
+def json_value_span(text: str, start: int) -> tuple[int, str, str]:
+    """Scan the object or list opening at ``start``, quotes of either kind respected: ``(end, quote,
+    closers)``. ``end`` is just past its closing bracket (or a bracket that does not match), else the end of
+    the text, where ``quote`` is the quote still open and ``closers`` the brackets still to close, innermost
+    first."""
+    closers: list[str] = []
+    quote, escaped = "", False
     for index in range(start, len(text)):
         char = text[index]
         if quote:
@@ -146,12 +149,11 @@ def _value_end(text: str, start: int) -> int:
         elif char in "\"'":
             quote = char
         elif char in "{[":
-            depth += 1
+            closers.append("}" if char == "{" else "]")
         elif char in "}]":
-            depth -= 1
-            if depth == 0:
-                return index + 1
-    return len(text)
+            if not closers or closers.pop() != char or not closers:
+                return index + 1, "", ""
+    return len(text), quote, "".join(reversed(closers))
 
 
 def _lenient_json(text: str) -> Any:
