@@ -7,7 +7,6 @@ use one shared assistant per planner model.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -22,7 +21,9 @@ from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, Too
 from langgraph.checkpoint.memory import InMemorySaver
 
 from qwenvl_agent.tools import DEFAULT_OCR_ENGINE, OCR_ENGINES, ImageStore
-from qwenvl_agent.vlm.cancel import scoped_context
+from qwenvl_agent.vlm.bridge import WorkerRun
+from qwenvl_agent.vlm.cancel import CancelSignal, scoped_context
+from qwenvl_agent.vlm.cancel import current as current_cancel
 from qwenvl_agent.vlm.errors import QwenVLError
 
 from .backends import planner_model
@@ -135,7 +136,10 @@ class DocumentAssistant:
         stopped = cancel or threading.Event()
         context = scoped_context(stopped)  # every model call of this run, in any thread, watches ``stopped``
         try:
-            with conversation.lock:  # one run at a time per conversation keeps its memory in order
+            # One run at a time per conversation keeps its memory in order; a run stopped while it waits ends.
+            if not _take_turn(conversation.lock, context.run(current_cancel)):
+                return
+            try:
                 yield StepStarted(1)
                 updates = context.run(conversation.graph.stream, inputs, config, stream_mode=_STREAM_MODES)
                 try:
@@ -149,50 +153,20 @@ class DocumentAssistant:
                 finally:
                     stopped.set()
                     context.run(updates.close)
+            finally:
+                conversation.lock.release()
         finally:
             self._finish(conversation)
 
     async def astream(
         self, question: str, images: Iterable[Any] = (), thread_id: str | None = None
     ) -> AsyncIterator[Event]:
-        """``stream`` for asyncio: models and tools run in worker threads, the event loop stays free. Cancelling
-        the task (or closing the stream) stops the running generation within a token or so."""
-        run = self._begin(question, images, thread_id)
-        if isinstance(run, Error):
-            yield run
-            return
-        conversation, inputs, config, builder = run
-        stopped = threading.Event()
-        queue: asyncio.Queue = asyncio.Queue()
-
-        async def pump() -> None:
-            try:
-                async for item in conversation.graph.astream(inputs, config, stream_mode=_STREAM_MODES):
-                    await queue.put(("item", item))
-                await queue.put(("done", None))
-            except Exception as exc:  # noqa: BLE001
-                await queue.put(("error", exc))
-
-        # Created inside the scoped context, the task (and every thread it hands work to) carries ``stopped``.
-        task = scoped_context(stopped).run(asyncio.get_running_loop().create_task, pump())
-        try:
-            yield StepStarted(1)
-            while True:
-                kind, value = await queue.get()
-                if kind == "item":
-                    for event in builder.feed(*value):
-                        yield event
-                elif kind == "error":
-                    yield _error_event(value)
-                    return
-                else:
-                    state = await conversation.graph.aget_state(config)
-                    yield builder.answer(state.values["messages"])
-                    return
-        finally:
-            stopped.set()
-            task.cancel()
-            self._finish(conversation)
+        """``stream`` for asyncio: the run (adding the files, the models, the tools) goes on in a worker thread and
+        the event loop only awaits its events. Runs of one conversation take turns, as with ``stream``.
+        Cancelling the task (or closing the stream) stops the running generation within a token or so."""
+        run = WorkerRun(lambda: self.stream(question, images, thread_id), name="qwenvl-agent-run")
+        async for event in run.aiterate():
+            yield event
 
     def ask(self, question: str, images: Iterable[Any] = (), thread_id: str | None = None) -> AgentResult:
         """Run the agent to the end and return the answer and its steps; ``AgentError`` if it failed."""
@@ -335,6 +309,14 @@ class _EventBuilder:
         text = last.text if isinstance(last, AIMessage) else ""
         stopped = bool(isinstance(last, AIMessage) and last.response_metadata.get("stopped_early"))
         return Answer(text.strip(), list(self.steps), stopped_early=stopped)
+
+
+def _take_turn(lock: threading.Lock, stop: CancelSignal | None) -> bool:
+    """Acquire ``lock``, waiting as long as it takes unless the run is stopped meanwhile (then False)."""
+    while not lock.acquire(timeout=0.1):
+        if stop is not None and stop.is_set():
+            return False
+    return True
 
 
 def _ids_in(args: dict[str, Any], store: ImageStore) -> list[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import queue
 import re
 import sys
 import threading
@@ -27,6 +26,7 @@ from qwenvl_agent.agent import DocumentAssistant, Event
 from qwenvl_agent.agent.api import new_thread_id
 from qwenvl_agent.tools import DEFAULT_OCR_ENGINE, ImageStore
 from qwenvl_agent.vlm import DEFAULT_MODEL, ChatQwenVL, VLMRuntime, load_runtime
+from qwenvl_agent.vlm.bridge import TICK, WorkerRun
 from qwenvl_agent.vlm.errors import ImageInputError
 from qwenvl_agent.vlm.runtime import loaded_runtimes, release_runtime, resolve_dtype, resolve_engine
 
@@ -224,50 +224,23 @@ class Conversation:
 
 
 
-TICK = object()  # "no event yet": the page redraws its clock and can notice a rerun
-
-
 class EventFeed:
-    """A run of the assistant in a worker thread, its events handed to the script thread through a queue.
+    """A run of the assistant in a worker thread (``WorkerRun``), read by the script thread.
 
     ``next()`` returns the next event, ``TICK`` when none came for a moment, or None at the end; ``stop()``
     stops the run (its generation within a token) and frees the model.
     """
 
     def __init__(self, conversation: Conversation, question: str, tick_seconds: float = 0.25):
-        self._queue: queue.Queue = queue.Queue()
-        self._cancel = threading.Event()
         self.settled = threading.Event()  # set once the page has recorded how the answer ended
-        self._tick = tick_seconds
-        self._done = False
-        events = conversation.stream(question, cancel=self._cancel)
-        self._thread = threading.Thread(target=self._pump, args=(events,), name="qwenvl-page-run", daemon=True)
-        self._thread.start()
-
-    def _pump(self, events: Iterator[Event]) -> None:
-        try:
-            for event in events:
-                self._queue.put(event)
-                if self._cancel.is_set():
-                    break
-        finally:
-            close = getattr(events, "close", None)
-            if close is not None:
-                close()
-            self._queue.put(None)
+        self._run = WorkerRun(lambda: conversation.stream(question), name="qwenvl-page-run")
+        self._events = self._run.iterate(tick=tick_seconds, cancel_on_exit=False)
 
     def next(self) -> Any:
-        if self._done:
-            return None
-        try:
-            event = self._queue.get(timeout=self._tick)
-        except queue.Empty:
-            return TICK
-        self._done = event is None
-        return event
+        return next(self._events, None)
 
     def stop(self) -> None:
-        self._cancel.set()
+        self._run.cancel()
 
 
 def file_extension(name: str) -> str:

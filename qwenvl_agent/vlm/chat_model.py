@@ -7,10 +7,7 @@ instance that names the same model, revision and dtype.
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import difflib
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import replace
@@ -25,7 +22,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from .cancel import cancel_scope
+from .bridge import WorkerRun
 from .generation import DEFAULT_MAX_IMAGE_TOKENS, GenerationSettings, GenerationStats, Prompt
 from .messages import to_qwen_messages
 from .openvino_export import check_weights
@@ -234,37 +231,13 @@ class ChatQwenVL(BaseChatModel):
         return self._result([item async for item in self._achunks(messages, stop, run_manager, kwargs)])
 
     async def _achunks(self, messages, stop, run_manager, kwargs) -> AsyncIterator[tuple[ChatGenerationChunk, Any]]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        stopped = threading.Event()
-
-        def produce() -> None:
-            with cancel_scope(stopped):
-                try:
-                    for item in self._chunks(messages, stop, None, kwargs):
-                        loop.call_soon_threadsafe(queue.put_nowait, ("item", item))
-                        if stopped.is_set():
-                            break
-                except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
-                    loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
-                finally:
-                    loop.call_soon_threadsafe(queue.put_nowait, ("end", None))
-
-        worker = threading.Thread(target=contextvars.copy_context().run, args=(produce,), name="qwenvl-astream", daemon=True)
-        worker.start()
-        try:
-            while True:
-                kind, value = await queue.get()
-                if kind == "end":
-                    return
-                if kind == "error":
-                    raise value
-                chunk, part = value
-                if run_manager and isinstance(part, str):
-                    await run_manager.on_llm_new_token(part, chunk=chunk)
-                yield value
-        finally:
-            stopped.set()
+        """``_chunks`` in a worker thread (``WorkerRun``); the event loop only awaits them."""
+        run = WorkerRun(lambda: self._chunks(messages, stop, None, kwargs), name="qwenvl-astream")
+        async for item in run.aiterate():
+            chunk, part = item
+            if run_manager and part is not None:
+                await run_manager.on_llm_new_token(part if isinstance(part, str) else "", chunk=chunk)
+            yield item
 
     def _generate(
         self,
