@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from qwenvl_agent.vlm import ChatQwenVL, load_runtime
 from qwenvl_agent.vlm.positions import mrope_positions
@@ -235,8 +235,19 @@ def test_bounds_given_to_a_later_chat_model_apply_to_the_shared_copy(tiny_model)
         runtime.with_limits(max_waiting=before[2], vision_cache_mb=before[0] / 2**20, prefix_cache_mb=before[1] / 2**20)
 
 
-def test_an_image_is_hashed_once():
+def test_an_images_key_is_earned_by_its_own_pixels():
     picture = noise(9)
     key = image_key(picture)
-    picture.info["qwenvl_key"] = "kept"
-    assert image_key(picture) == "kept" and key != image_key(noise(10))
+    assert image_key(picture.copy()) == key and key != image_key(noise(10))  # the same pixels, the same key
+    picture.info["qwenvl_key"] = "planted"
+    assert image_key(picture) == key, "nothing kept on the image object is read"
+    derived = [picture.crop((0, 0, 80, 64)), picture.resize((80, 64)), picture.convert("L"), picture.rotate(90)]
+    assert len({key, *(image_key(image) for image in derived)}) == 1 + len(derived)
+    ImageDraw.Draw(picture).point((0, 0), fill=(255, 255, 255) if picture.getpixel((0, 0)) != (255, 255, 255) else 0)
+    assert image_key(picture) != key, "an image changed in place is a new image"
+    rows, columns = Image.new("L", (2, 1)), Image.new("L", (1, 2))
+    assert image_key(rows) != image_key(columns), "the same bytes in another shape"
+    red, blue = Image.new("P", (4, 4)), Image.new("P", (4, 4))
+    red.putpalette([255, 0, 0] * 256)
+    blue.putpalette([0, 0, 255] * 256)
+    assert image_key(red) != image_key(blue), "the same indices in another palette"

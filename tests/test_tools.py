@@ -163,18 +163,20 @@ def test_tools_work_with_any_chat_model_that_takes_images(store):
     assert block.get("base64") and block.get("mime_type") == "image/png"  # PNG, as base64, for other models
 
 
-def test_chatqwenvl_gets_the_stores_image_itself_hashed_once(tiny_runtime, tools, store):
-    """No PNG and base64 round trip for our own model: the store's decoded image goes in as it is, so its
-    content hash (the vision cache's key) is computed once and stays with it."""
+def test_chatqwenvl_gets_the_stores_image_itself_and_nothing_is_stored_on_it(tiny_runtime, tools, store):
+    """No PNG and base64 round trip for our own model: the store's decoded image goes in as it is. Its cache
+    key is computed from its pixels on every call and never kept on the image, where Pillow would copy it
+    to every crop and resize (a zoom would then be taken for its parent)."""
     seen = []
     tools["describe_image"].vlm.callbacks = [_Recorder(seen)]
     with scripted_replies(tiny_runtime, ["An invoice.", "An invoice again."]):
         run(tools["describe_image"], image_id="img-1")
-        key = store.get("img-1").info["qwenvl_key"]
+        encoded = tiny_runtime.vision_cache.misses
         run(tools["describe_image"], image_id="img-1")
     block = seen[0][0][0].content[0]
     assert block["image"] is store.get("img-1")
-    assert store.get("img-1").info["qwenvl_key"] == key
+    assert store.get("img-1").info == {}
+    assert tiny_runtime.vision_cache.misses == encoded, "the same image again is not encoded again"
 
 
 class _Recorder(BaseCallbackHandler):

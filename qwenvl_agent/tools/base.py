@@ -25,8 +25,7 @@ from .store import ImageStore, UnknownImageError
 
 def image_block(image: Image.Image, vlm: BaseChatModel | None = None) -> dict[str, Any]:
     """An image content block for ``vlm``. ChatQwenVL takes the decoded image itself, so nothing is encoded
-    and decoded again and the image keeps the content hash it was given once; other chat models get a
-    standard block (PNG, lossless: small print must survive)."""
+    and decoded again; other chat models get a standard block (PNG, lossless: small print must survive)."""
     from qwenvl_agent.vlm.chat_model import ChatQwenVL
 
     if isinstance(vlm, ChatQwenVL):

@@ -149,7 +149,7 @@ def build_inputs(runtime, prompt: Prompt, settings: GenerationSettings):
 
 def fit_for_model(image):
     """The image padded (white) to at least ``MIN_SIDE`` pixels a side and at most ``MAX_ASPECT``:1: a 1x1 px
-    or a 10000x10 px image is read rather than refused by the processor. Keeps the cache key of the original."""
+    or a 10000x10 px image is read rather than refused by the processor."""
     from PIL import Image
 
     width, height = image.size
@@ -159,7 +159,6 @@ def fit_for_model(image):
         return image
     padded = Image.new("RGB", (new_width, new_height), "white")
     padded.paste(image, (0, 0))
-    padded.info["qwenvl_key"] = image_key(image) + f"+pad{new_width}x{new_height}"
     return padded
 
 

@@ -4,8 +4,9 @@ An agent question is many model calls over the same few images and the same long
 bounded caches let a call skip what an earlier one already computed:
 
 - ``VisionCache``: the vision tower's features (for Qwen3-VL also the deepstack features) per image,
-  keyed by the image's content hash and pixel budget. The cache lives on one runtime, so the model and
-  the engine are part of every key by construction.
+  keyed by the image's content hash (of its own pixels, never inherited from the image it was cut from)
+  and its pixel budget, so one image at two budgets is two entries. The cache lives on one runtime, so
+  the model and the engine are part of every key by construction.
 - ``PrefixCache``: the KV cache of recent prompts (with their replies) and the tokens and images they
   hold. A new prompt reuses the longest shared prefix and prefills only what follows it. Two prompts
   whose tokens agree but whose images differ share nothing from the first differing image on: image
@@ -25,18 +26,19 @@ from typing import Any
 
 from PIL import Image
 
-_KEY_INFO = "qwenvl_key"
-
 
 def image_key(image: Image.Image) -> str:
-    """A hash of the decoded pixels, computed once per image object and kept in ``image.info``."""
-    key = image.info.get(_KEY_INFO)
-    if key is None:
-        digest = hashlib.blake2b(image.tobytes(), digest_size=16)
-        digest.update(f"{image.mode}{image.size}".encode())
-        key = digest.hexdigest()
-        image.info[_KEY_INFO] = key
-    return key
+    """A hash of the image's own decoded pixels, mode, size (and palette), computed afresh on every call.
+
+    Nothing is kept on the image object: Pillow copies ``image.info`` to every crop, resize, copy and
+    conversion, and an image drawn on in place keeps its object, so a stored key would be inherited by
+    images it does not describe. Hashing costs milliseconds beside a vision pass of seconds.
+    """
+    digest = hashlib.blake2b(image.tobytes(), digest_size=16)
+    digest.update(f"{image.mode}{image.size}".encode())
+    if image.mode in ("P", "PA"):
+        digest.update(bytes(image.getpalette() or ()))
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
