@@ -204,8 +204,7 @@ class OpenVINOEngine:
         held = language._past_length
         # Kept in half precision, as the model holds it (the state reads out as float32).
         kv = [state.state.data.astype(np.float16) for state in language.request.query_state()]
-        nbytes = sum(part.nbytes for part in kv)
-        self.prefix_cache.add(PrefixEntry(output[0, :held].tolist(), tuple(spans), kv, nbytes))
+        self.prefix_cache.add(PrefixEntry(output[0, :held].tolist(), tuple(spans), kv))
 
     def _image_features(self, pixel_values, image_grid_thw):
         """Per-image merged features and the deepstack features of all images, as optimum-intel expects
