@@ -12,6 +12,7 @@ from langchain_core.messages import HumanMessage
 from PIL import Image
 
 from qwenvl_agent.vlm import ChatQwenVL, load_runtime
+from qwenvl_agent.vlm.openvino_export import openvino_available
 from qwenvl_agent.vlm.testing import make_tiny_checkpoint
 
 
@@ -76,3 +77,13 @@ def test_num_threads_other_than_the_loaded_models_is_refused_by_name(own_model):
     assert torch.get_num_threads() == loaded
     same = ChatQwenVL(model=own_model, engine="torch", num_threads=loaded, max_tokens=1)
     assert same.runtime is runtime and same.invoke("hi").usage_metadata["output_tokens"] <= 1
+
+
+@pytest.mark.skipif(not openvino_available(), reason="OpenVINO is not installed")
+def test_openvino_threads_are_those_of_the_compiled_model_and_fixed(tiny_model):
+    runtime = load_runtime(tiny_model, engine="openvino")
+    compiled = runtime.model.language_model.request.get_compiled_model()
+    assert runtime.num_threads == int(compiled.get_property("INFERENCE_NUM_THREADS")) > 0
+    with pytest.raises(ValueError, match=f"num_threads={runtime.num_threads + 1} cannot apply"):
+        load_runtime(tiny_model, engine="openvino", num_threads=runtime.num_threads + 1)
+    assert load_runtime(tiny_model, engine="openvino", num_threads=runtime.num_threads) is runtime

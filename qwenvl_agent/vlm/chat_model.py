@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
@@ -103,8 +104,8 @@ class ChatQwenVL(BaseChatModel):
     """Accepted for compatibility; a local model needs no key."""
 
     model_config = ConfigDict(populate_by_name=True, protected_namespaces=())
-    # The limits this instance last applied to each loaded model it used, by the model's id.
-    _limits_applied: dict[int, dict[str, Any]] = PrivateAttr(default_factory=dict)
+    # The limits this instance last applied to each loaded model it used.
+    _limits_applied: weakref.WeakKeyDictionary = PrivateAttr(default_factory=weakref.WeakKeyDictionary)
 
     @model_validator(mode="before")
     @classmethod
@@ -182,9 +183,9 @@ class ChatQwenVL(BaseChatModel):
         # This instance's limits go to the shared copy once, and again only when they change: applied on every
         # call, two instances that disagree would flip them back and forth (a smaller cache evicting each time).
         limits = {"max_waiting": self.max_waiting, "vision_cache_mb": self.vision_cache_mb, "prefix_cache_mb": self.prefix_cache_mb}
-        if self._limits_applied.get(id(runtime)) != limits:
+        if self._limits_applied.get(runtime) != limits:
             runtime.with_limits(**limits, by=id(self))
-            self._limits_applied[id(runtime)] = limits
+            self._limits_applied[runtime] = limits
         return runtime
 
     def bind_tools(

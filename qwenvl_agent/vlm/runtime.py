@@ -160,11 +160,12 @@ def load_runtime(
     ``weights``: "int8" (closest to the original) or "int4" (fastest), OpenVINO only. ``dtype``: "auto"
     (bfloat16 where the CPU has AMX-BF16 or AVX512-BF16, else float32), "bfloat16" or "float32"; on
     OpenVINO it is the precision of the computation. ``num_threads``: threads, all physical cores by
-    default. ``max_waiting`` (callers that may queue behind a running generation before ``BusyError``;
-    default 3), ``vision_cache_mb`` and ``prefix_cache_mb`` (memory for the vision-feature cache and for
-    the KV caches of recent prompts; default 512 and 1024) belong to the loaded copy, which every caller
-    of this model shares: when given, they apply to it from now on (a smaller cache evicts what no longer
-    fits).
+    default; fixed once the model is loaded (a different value later is a ``ValueError``). ``max_waiting``
+    (callers that may queue behind a running generation before ``BusyError``; default 3),
+    ``vision_cache_mb`` and ``prefix_cache_mb`` (memory for the vision-feature cache and for the KV caches
+    of recent prompts; default 512 and 1024) belong to the loaded copy, which every caller of this model
+    shares: when given and different from the values in force, they apply to it from now on (a smaller
+    cache evicts what no longer fits), with a warning if another caller had set them otherwise.
     """
     resolved_engine = resolve_engine(engine)
     resolved_dtype = resolve_dtype(dtype)
@@ -353,7 +354,7 @@ def _load(model_ref: str, revision: str | None, engine: str, options: _Options) 
         runtime = _load_openvino(model_ref, revision, path, options)
     else:
         runtime = _load_torch(model_ref, revision, path, options)
-    runtime.num_threads = threads
+    runtime.num_threads = runtime.num_threads or threads
     _warm_up(runtime)
     return runtime
 
@@ -431,6 +432,7 @@ def _load_openvino(model_ref: str, revision: str | None, path: Path, options: _O
         raise ModelNotAvailableError(f"Could not load the processor of {model_ref} from {processor_path}: {exc}") from exc
     weights = _ir_weights(ir_path, options.weights)
     model = load_openvino_model(ir_path, options.dtype, options.num_threads)
+    threads = int(model.language_model.request.get_compiled_model().get_property("INFERENCE_NUM_THREADS"))
     vision_cache, prefix_cache = VisionCache(options.vision_cache_mb), PrefixCache(options.prefix_cache_mb)
     return VLMRuntime(
         engine=OpenVINOEngine(model, vision_cache, prefix_cache, weights),
@@ -441,6 +443,7 @@ def _load_openvino(model_ref: str, revision: str | None, path: Path, options: _O
         gate=GenerationGate(max_waiting=options.max_waiting),
         vision_cache=vision_cache,
         prefix_cache=prefix_cache,
+        num_threads=threads or None,  # as OpenVINO chose them where none were asked for
     )
 
 
