@@ -224,3 +224,34 @@ def test_openvino_stops_while_reading_the_images_and_the_prompt(tiny_model, with
     with runtime.gate.hold(), torch.inference_mode(), pytest.raises(Stopped):
         runtime.engine.generate(inputs, spans, settings, kwargs, StepTimes(), _stop_after_first_check())
     assert llm.invoke([HumanMessage(content=message)]).content == first
+
+
+@needs_openvino
+def test_openvino_cancels_a_running_prefill(tiny_model):
+    import time
+
+    import torch
+
+    from qwenvl_agent.vlm.generation import GenerationSettings, Prompt, StepTimes, Stopped, build_inputs
+
+    runtime = load_runtime(tiny_model, engine="openvino", weights="int8")
+    settings = GenerationSettings(max_new_tokens=1, reuse_prefix=False)
+    short, short_spans = build_inputs(runtime, Prompt([{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]), settings)
+    greedy = {"max_new_tokens": 3, "do_sample": False}
+    with runtime.gate.hold(), torch.inference_mode():
+        before = runtime.engine.generate(short, short_spans, settings, greedy, StepTimes())
+    long_prompt = Prompt([{"role": "user", "content": [{"type": "text", "text": "a b " * 4000}]}])  # 8,000 tokens: seconds
+    inputs, spans = build_inputs(runtime, long_prompt, settings)
+    asked: list[float] = []
+
+    def stop_once_reading():  # asked before the engine starts, before the inference starts, then while it runs
+        asked.append(time.monotonic())
+        return len(asked) > 2
+
+    with runtime.gate.hold(), torch.inference_mode():
+        with pytest.raises(Stopped):
+            runtime.engine.generate(inputs, spans, settings, {"max_new_tokens": 1, "do_sample": False}, StepTimes(), stop_once_reading)
+        stopped_after = time.monotonic() - asked[2]
+        after = runtime.engine.generate(short, short_spans, settings, greedy, StepTimes())
+    assert stopped_after < 0.5, f"the prefill ran on for {stopped_after:.1f} s after the stop"
+    assert torch.equal(before, after), "the cancelled request serves the next call as before"
