@@ -7,7 +7,6 @@ import array
 import sys
 
 import numpy as np
-import pytest
 import torch
 from langchain_core.messages import HumanMessage
 from PIL import Image

@@ -40,7 +40,9 @@ def test_two_processes_export_a_model_once_and_keep_each_others_folder(tmp_path)
     record = tmp_path / "exports.txt"
     env = {**os.environ, "QWENVL_CACHE": str(tmp_path / "cache"), "PYTHONPATH": os.pathsep.join(sys.path)}
     command = [sys.executable, "-c", PROCESS, str(source), str(record)]
-    processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    processes = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
     results = [process.communicate(timeout=120) for process in processes]
     for process, (_, err) in zip(processes, results):
         assert process.returncode == 0, err

@@ -37,8 +37,9 @@ def test_two_chat_models_with_different_limits_do_not_flip_the_shared_copy(own_m
     ask(probe, 0)
     one_image = runtime.vision_cache.bytes  # the features of one 96x96 picture
     assert one_image > 0
-    small = ChatQwenVL(model=own_model, engine="torch", max_tokens=1, max_waiting=1, vision_cache_mb=1.5 * one_image / 2**20)
-    large = ChatQwenVL(model=own_model, engine="torch", max_tokens=1, max_waiting=2, vision_cache_mb=8 * one_image / 2**20)
+    shared = {"model": own_model, "engine": "torch", "max_tokens": 1}
+    small = ChatQwenVL(**shared, max_waiting=1, vision_cache_mb=1.5 * one_image / 2**20)
+    large = ChatQwenVL(**shared, max_waiting=2, vision_cache_mb=8 * one_image / 2**20)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ask(small, 1)

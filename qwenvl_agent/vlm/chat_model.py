@@ -182,7 +182,11 @@ class ChatQwenVL(BaseChatModel):
         )
         # This instance's limits go to the shared copy once, and again only when they change: applied on every
         # call, two instances that disagree would flip them back and forth (a smaller cache evicting each time).
-        limits = {"max_waiting": self.max_waiting, "vision_cache_mb": self.vision_cache_mb, "prefix_cache_mb": self.prefix_cache_mb}
+        limits = {
+            "max_waiting": self.max_waiting,
+            "vision_cache_mb": self.vision_cache_mb,
+            "prefix_cache_mb": self.prefix_cache_mb,
+        }
         if self._limits_applied.get(runtime) != limits:
             runtime.with_limits(**limits, by=id(self))
             self._limits_applied[runtime] = limits

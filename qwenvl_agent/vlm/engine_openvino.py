@@ -93,7 +93,9 @@ class OpenVINOEngine:
         vision_before = times.vision_seconds
         self._should_stop = should_stop
         try:
-            logits = self._forward(ids[:, reused:], length, positions[:, None, reused:], reused > 0, inputs, new, settings, times)
+            logits = self._forward(
+                ids[:, reused:], length, positions[:, None, reused:], reused > 0, inputs, new, settings, times
+            )
         finally:
             self._should_stop = _never
         times.prefill_seconds += time.perf_counter() - started - (times.vision_seconds - vision_before)

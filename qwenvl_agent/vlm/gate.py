@@ -87,7 +87,9 @@ class GenerationGate:
                 raise GenerationCancelled("The request was cancelled while it waited for the model.")
             if left is not None and left <= 0:
                 self._give_up(ticket)
-                raise GenerationTimeout("The time limit ran out while waiting for the model: another request was running.")
+                raise GenerationTimeout(
+                    "The time limit ran out while waiting for the model: another request was running."
+                )
 
     def leave(self) -> None:
         """Pass the gate to the longest waiter, or free it."""

@@ -214,7 +214,8 @@ def _reuse(runtime: VLMRuntime, num_threads: int | None, limits: dict[str, Any])
         raise ValueError(
             f"num_threads={num_threads} cannot apply: {runtime.model_id} is already loaded ({runtime.label}) and "
             f"computes with {runtime.num_threads} threads, which every caller of it shares. Leave num_threads unset "
-            f"(or give {runtime.num_threads}), or release the loaded model first (qwenvl_agent.vlm.runtime.release_runtime)."
+            f"(or give {runtime.num_threads}), or release the loaded model first "
+            "(qwenvl_agent.vlm.runtime.release_runtime)."
         )
     return runtime.with_limits(**limits)
 
