@@ -118,3 +118,38 @@ def test_a_cancel_event_ends_the_run_from_another_thread(llm):
     assert time.monotonic() - started < 5.0
     assert not any(isinstance(e, Answer) and e.text and len(e.text) > 10_000 for e in events)
     wait_until_free(llm.runtime.gate, 2.0)
+
+
+def test_closing_a_stream_returns_within_the_join_bound_and_the_gate_stays_held_until_the_worker_ends(llm, monkeypatch):
+    from qwenvl_agent.vlm import bridge
+
+    runtime = llm.runtime
+    real_generate = runtime.engine.generate
+    worker_ended = threading.Event()
+
+    def slow_to_notice(inputs, spans, settings, kwargs, times, should_stop=lambda: False):
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        class Stubborn(StoppingCriteria):  # like a long engine call that cannot be interrupted: a stop is seen 2 s late
+            def __call__(self, input_ids, scores, **extra):
+                stop = kwargs["stopping_criteria"](input_ids, scores, **extra)
+                if bool(stop.any()):
+                    time.sleep(2.0)
+                return stop
+
+        try:
+            return real_generate(inputs, spans, settings, {**kwargs, "stopping_criteria": StoppingCriteriaList([Stubborn()])}, times, should_stop)
+        finally:
+            worker_ended.set()
+
+    monkeypatch.setattr(bridge, "JOIN_SECONDS", 0.3)
+    monkeypatch.setattr(runtime.engine, "generate", slow_to_notice)
+    stream = llm.stream("Write a very long story.")
+    next(stream)
+    started = time.monotonic()
+    stream.close()
+    assert time.monotonic() - started < 1.0, "closing waited for the worker thread past the join bound"
+    assert runtime.gate.busy and not worker_ended.is_set(), "the next caller must not run beside the late worker"
+    wait_until_free(runtime.gate, 5.0)
+    assert worker_ended.is_set()
+    assert llm.invoke("hi", max_tokens=2).usage_metadata["output_tokens"] <= 2

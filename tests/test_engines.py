@@ -173,3 +173,85 @@ def test_download_exports_ahead_of_time_with_int4_weights(tiny_model):
     assert str(ir) in done.stdout and (ir / "qwenvl-export.json").is_file()
     assert "OpenVINO export" in done.stderr  # the progress bar
     assert load_runtime(tiny_model, engine="openvino", weights="int4").dtype == "int4"
+
+
+def _stop_after_first_check():
+    """A stop signal that is clear when the engine starts and set from then on: the caller stopped while the
+    images and the prompt were being read."""
+    asked = []
+
+    def should_stop() -> bool:
+        asked.append(1)
+        return len(asked) > 1
+
+    return should_stop
+
+
+@needs_openvino
+@pytest.mark.parametrize("with_image", [True, False], ids=["vision pass", "prefill"])
+def test_openvino_stops_while_reading_the_images_and_the_prompt(tiny_model, with_image):
+    import numpy as np
+    import torch
+    from langchain_core.messages import HumanMessage
+    from PIL import Image
+
+    from qwenvl_agent.vlm.generation import GenerationSettings, Prompt, StepTimes, Stopped, build_inputs
+
+    runtime = load_runtime(tiny_model, engine="openvino", weights="int8")
+    picture = Image.fromarray(np.random.default_rng(5).integers(0, 255, (96, 96, 3), dtype=np.uint8))
+    content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": "Describe it. " * 50}]
+    prompt = Prompt(messages=[{"role": "user", "content": content}], images=[picture] if with_image else [])
+    settings = GenerationSettings(max_new_tokens=5, reuse_prefix=False)
+    inputs, spans = build_inputs(runtime, prompt, settings)
+    streamed = []
+
+    class Streamer:
+        def put(self, value):
+            streamed.append(value)
+
+        def end(self):
+            pass
+
+    kwargs = {"max_new_tokens": 5, "do_sample": False, "streamer": Streamer()}
+    times = StepTimes()
+    with runtime.gate.hold(), torch.inference_mode(), pytest.raises(Stopped):
+        runtime.engine.generate(inputs, spans, settings, kwargs, times, _stop_after_first_check())
+    assert times.images_encoded == 0 and times.prefill_tokens == 0 and len(streamed) == 0
+    # The cancelled requests serve the next call as if nothing had happened.
+    llm = ChatQwenVL(model=tiny_model, engine="openvino", max_tokens=4, reuse_prefix=False, cache_images=False)
+    message = [{"type": "image", "image": picture}, {"type": "text", "text": "What is it?"}]
+    first = llm.invoke([HumanMessage(content=message)]).content
+    with runtime.gate.hold(), torch.inference_mode(), pytest.raises(Stopped):
+        runtime.engine.generate(inputs, spans, settings, kwargs, StepTimes(), _stop_after_first_check())
+    assert llm.invoke([HumanMessage(content=message)]).content == first
+
+
+@needs_openvino
+def test_openvino_cancels_a_running_prefill(tiny_model):
+    import time
+
+    import torch
+
+    from qwenvl_agent.vlm.generation import GenerationSettings, Prompt, StepTimes, Stopped, build_inputs
+
+    runtime = load_runtime(tiny_model, engine="openvino", weights="int8")
+    settings = GenerationSettings(max_new_tokens=1, reuse_prefix=False)
+    short, short_spans = build_inputs(runtime, Prompt([{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]), settings)
+    greedy = {"max_new_tokens": 3, "do_sample": False}
+    with runtime.gate.hold(), torch.inference_mode():
+        before = runtime.engine.generate(short, short_spans, settings, greedy, StepTimes())
+    long_prompt = Prompt([{"role": "user", "content": [{"type": "text", "text": "a b " * 4000}]}])  # 8,000 tokens: seconds
+    inputs, spans = build_inputs(runtime, long_prompt, settings)
+    asked: list[float] = []
+
+    def stop_once_reading():  # asked before the engine starts, before the inference starts, then while it runs
+        asked.append(time.monotonic())
+        return len(asked) > 2
+
+    with runtime.gate.hold(), torch.inference_mode():
+        with pytest.raises(Stopped):
+            runtime.engine.generate(inputs, spans, settings, {"max_new_tokens": 1, "do_sample": False}, StepTimes(), stop_once_reading)
+        stopped_after = time.monotonic() - asked[2]
+        after = runtime.engine.generate(short, short_spans, settings, greedy, StepTimes())
+    assert stopped_after < 0.5, f"the prefill ran on for {stopped_after:.1f} s after the stop"
+    assert torch.equal(before, after), "the cancelled request serves the next call as before"

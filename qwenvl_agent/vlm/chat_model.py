@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
@@ -20,7 +21,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from .bridge import WorkerRun
 from .generation import DEFAULT_MAX_IMAGE_TOKENS, GenerationSettings, GenerationStats, Prompt
@@ -103,6 +104,8 @@ class ChatQwenVL(BaseChatModel):
     """Accepted for compatibility; a local model needs no key."""
 
     model_config = ConfigDict(populate_by_name=True, protected_namespaces=())
+    # The limits this instance last applied to each loaded model it used.
+    _limits_applied: weakref.WeakKeyDictionary = PrivateAttr(default_factory=weakref.WeakKeyDictionary)
 
     @model_validator(mode="before")
     @classmethod
@@ -174,17 +177,20 @@ class ChatQwenVL(BaseChatModel):
         return self._runtime_for(self.model)
 
     def _runtime_for(self, model: str) -> VLMRuntime:
-        return load_runtime(
-            model,
-            self.revision,
-            self.dtype,
-            engine=self.engine,
-            weights=self.weights,
-            num_threads=self.num_threads,
-            max_waiting=self.max_waiting,
-            vision_cache_mb=self.vision_cache_mb,
-            prefix_cache_mb=self.prefix_cache_mb,
+        runtime = load_runtime(
+            model, self.revision, self.dtype, engine=self.engine, weights=self.weights, num_threads=self.num_threads
         )
+        # This instance's limits go to the shared copy once, and again only when they change: applied on every
+        # call, two instances that disagree would flip them back and forth (a smaller cache evicting each time).
+        limits = {
+            "max_waiting": self.max_waiting,
+            "vision_cache_mb": self.vision_cache_mb,
+            "prefix_cache_mb": self.prefix_cache_mb,
+        }
+        if self._limits_applied.get(runtime) != limits:
+            runtime.with_limits(**limits, by=id(self))
+            self._limits_applied[runtime] = limits
+        return runtime
 
     def bind_tools(
         self,

@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 # prompt from the start (measured on the 2B model: 12 ms against 5.3 ms a token on two Zen 4 cores), so a
 # kept prefix is worth restoring only when it covers more than this share of the prompt.
 CONTINUE_SHARE = 0.55
+# While the images and the prompt are read, how often (in milliseconds) a running inference looks at the
+# stop signal: a vision pass or a prefill of a long prompt takes seconds to minutes on a CPU.
+STOP_POLL_MS = 50
+_STOPPABLE_PARTS = ("language_model", "vision_embeddings", "vision_embeddings_merger", "vision_embeddings_pos")
 
 
 class OpenVINOEngine:
@@ -47,6 +51,12 @@ class OpenVINOEngine:
         self._encode = model.get_vision_embeddings
         # The model asks its own get_image_features for the images of a prompt; answer from the cache.
         model.get_image_features = self._image_features
+        # While the prompt is read, every inference of these parts can be stopped (see _StoppableRequest).
+        self._should_stop: Any = _never
+        for name in _STOPPABLE_PARTS:
+            part = getattr(model, name, None)
+            if part is not None and getattr(part, "request", None) is not None:
+                part.request = _StoppableRequest(part.request, lambda: self._should_stop())
 
     @property
     def device(self):
@@ -81,7 +91,13 @@ class OpenVINOEngine:
         new = [(index, span) for index, span in enumerate(spans) if span.start >= reused]
         started = time.perf_counter()
         vision_before = times.vision_seconds
-        logits = self._forward(ids[:, reused:], length, positions[:, None, reused:], reused > 0, inputs, new, settings, times)
+        self._should_stop = should_stop
+        try:
+            logits = self._forward(
+                ids[:, reused:], length, positions[:, None, reused:], reused > 0, inputs, new, settings, times
+            )
+        finally:
+            self._should_stop = _never
         times.prefill_seconds += time.perf_counter() - started - (times.vision_seconds - vision_before)
         times.prefill_tokens += length - reused
         output = self._decode(ids, logits, delta, kwargs)
@@ -190,8 +206,7 @@ class OpenVINOEngine:
         held = language._past_length
         # Kept in half precision, as the model holds it (the state reads out as float32).
         kv = [state.state.data.astype(np.float16) for state in language.request.query_state()]
-        nbytes = sum(part.nbytes for part in kv)
-        self.prefix_cache.add(PrefixEntry(output[0, :held].tolist(), tuple(spans), kv, nbytes))
+        self.prefix_cache.add(PrefixEntry(output[0, :held].tolist(), tuple(spans), kv))
 
     def _image_features(self, pixel_values, image_grid_thw):
         """Per-image merged features and the deepstack features of all images, as optimum-intel expects
@@ -223,6 +238,60 @@ class OpenVINOEngine:
         # A tensor, not the nested Python list optimum-intel builds: the language model takes either, and
         # the list costs seconds for a large image.
         return tuple(merged), torch.cat(deepstack, dim=1)
+
+
+def _never() -> bool:
+    return False
+
+
+class _StoppableRequest:
+    """Stands in for a model part's infer request (the language model) or compiled model (the vision parts):
+    each inference runs asynchronously and is waited for in steps of ``STOP_POLL_MS``, and once
+    ``should_stop`` says so it is cancelled and ``Stopped`` raised, instead of reading a long prompt or a
+    large image to the end. Everything else passes through to the wrapped object."""
+
+    def __init__(self, wrapped: Any, should_stop):
+        self._wrapped = wrapped
+        self._should_stop = should_stop
+        self._request: Any = None  # the compiled model's own infer request, made on first use
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._wrapped, name)
+
+    def __call__(self, inputs: Any = None, share_inputs: bool = True, **_: Any):
+        """A compiled model called as a function: the outputs, copied out of the request's buffers."""
+        from openvino.utils.data_helpers import OVDict
+
+        if self._request is None:
+            self._request = self._wrapped.create_infer_request()
+        self._start(self._request, inputs, share_inputs)
+        self._wait(self._request)
+        return OVDict({output: self._request.get_tensor(output).data.copy() for output in self._request.model_outputs})
+
+    def start_async(self, inputs: Any = None, userdata: Any = None, share_inputs: bool = False) -> None:
+        self._start(self._wrapped, inputs, share_inputs, userdata)
+
+    def wait(self) -> None:
+        self._wait(self._wrapped)
+
+    def _start(self, request, inputs, share_inputs: bool, userdata: Any = None) -> None:
+        from .generation import Stopped
+
+        if self._should_stop():
+            raise Stopped
+        request.start_async(inputs, userdata, share_inputs=share_inputs)
+
+    def _wait(self, request) -> None:
+        from .generation import Stopped
+
+        while not request.wait_for(STOP_POLL_MS):
+            if self._should_stop():
+                request.cancel()
+                try:
+                    request.wait()
+                except RuntimeError:  # "Infer Request was canceled"
+                    pass
+                raise Stopped
 
 
 def load_openvino_model(ir_path: Path, precision: str, num_threads: int | None) -> Any:

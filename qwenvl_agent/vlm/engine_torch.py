@@ -69,7 +69,7 @@ class TorchEngine:
         )
         if settings.reuse_prefix:
             kept = kv.get_seq_length()
-            self.prefix_cache.add(PrefixEntry(output[0, :kept].tolist(), tuple(spans), kv, _kv_bytes(kv)))
+            self.prefix_cache.add(PrefixEntry(output[0, :kept].tolist(), tuple(spans), kv))
         return output
 
     def _prefill(self, inputs, spans, start: int, end: int, positions, kv, settings, times, should_stop) -> None:
@@ -155,6 +155,3 @@ class TorchEngine:
 def _kv_tensors(kv) -> list[tuple[Any, Any]]:
     return [(layer.keys, layer.values) for layer in kv.layers]
 
-
-def _kv_bytes(kv) -> int:
-    return sum(keys.nbytes + values.nbytes for keys, values in _kv_tensors(kv))

@@ -1,8 +1,11 @@
-"""One generation at a time per model, a bounded queue behind it, and ``BusyError`` beyond that.
+"""One generation at a time per model, a bounded first-come-first-served queue behind it, and ``BusyError``
+beyond that.
 
 A CPU runs one generation at full speed; two at once only split the cores and double the memory. So
 callers queue, and the queue is short: past ``max_waiting`` callers the next is refused at once instead
-of piling up requests (and memory) that would time out anyway.
+of piling up requests (and memory) that would time out anyway. The gate passes straight from the caller
+that leaves to the one that waited longest, so nobody who arrives later can take it first, and
+``waiting`` is the exact number of callers ahead of a newcomer.
 """
 
 from __future__ import annotations
@@ -10,21 +13,34 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 
 from .errors import BusyError, GenerationCancelled, GenerationTimeout
 
+# How often a waiter looks at its cancel signal (which may be several events, so it cannot be waited on).
+_CANCEL_POLL = 0.05
+
+
+class _Ticket:
+    """A waiter's place in the queue; ``granted`` is set when the gate passes to it."""
+
+    __slots__ = ("granted",)
+
+    def __init__(self):
+        self.granted = threading.Event()
+
 
 class GenerationGate:
-    """A lock with a bounded number of waiters."""
+    """A lock with a bounded first-come-first-served queue of waiters."""
 
     def __init__(self, max_waiting: int = 3):
         if max_waiting < 0:
             raise ValueError(f"max_waiting must be 0 or more, got {max_waiting}")
         self.max_waiting = max_waiting
-        self._condition = threading.Condition()
+        self._lock = threading.Lock()
         self._busy = False
-        self._waiting = 0
+        self._queue: deque[_Ticket] = deque()
 
     @property
     def busy(self) -> bool:
@@ -34,37 +50,59 @@ class GenerationGate:
     @property
     def waiting(self) -> int:
         """Callers queued behind the running generation."""
-        return self._waiting
+        return len(self._queue)
 
     @contextlib.contextmanager
-    def hold(self, deadline: float | None = None, cancel: threading.Event | None = None) -> Iterator[None]:
-        """Run the block alone: wait in the queue if there is room, else raise ``BusyError`` at once. The wait
-        ends early with ``GenerationTimeout`` at ``deadline`` (a ``time.monotonic()`` value) and with
-        ``GenerationCancelled`` once ``cancel`` is set."""
-        with self._condition:
-            if self._busy:
-                if self._waiting >= self.max_waiting:
-                    raise BusyError(
-                        f"The model is busy: one request is running and {self._waiting} are waiting "
-                        f"(the limit is {self.max_waiting}). Try again in a moment."
-                    )
-                self._waiting += 1
-                try:
-                    while self._busy:
-                        if cancel is not None and cancel.is_set():
-                            raise GenerationCancelled("The request was cancelled while it waited for the model.")
-                        left = None if deadline is None else deadline - time.monotonic()
-                        if left is not None and left <= 0:
-                            raise GenerationTimeout(
-                                "The time limit ran out while waiting for the model: another request was running."
-                            )
-                        self._condition.wait(min(left, 0.1) if left is not None else 0.1)
-                finally:
-                    self._waiting -= 1
-            self._busy = True
+    def hold(self, deadline: float | None = None, cancel=None) -> Iterator[None]:
+        """Run the block alone (see ``enter``)."""
+        self.enter(deadline, cancel)
         try:
             yield
         finally:
-            with self._condition:
+            self.leave()
+
+    def enter(self, deadline: float | None = None, cancel=None) -> None:
+        """Take the gate: at once if it is free and nobody waits, else in turn behind those already waiting if
+        there is room, else ``BusyError`` at once. The wait ends early with ``GenerationTimeout`` at
+        ``deadline`` (a ``time.monotonic()`` value) and with ``GenerationCancelled`` once ``cancel`` (anything
+        with ``is_set()``) is set; the waiter then leaves the queue. Every ``enter`` is paired with one ``leave``."""
+        with self._lock:
+            if not self._busy:
+                self._busy = True
+                return
+            if len(self._queue) >= self.max_waiting:
+                raise BusyError(
+                    f"The model is busy: one request is running and {len(self._queue)} are waiting "
+                    f"(the limit is {self.max_waiting}). Try again in a moment."
+                )
+            ticket = _Ticket()
+            self._queue.append(ticket)
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            step = _CANCEL_POLL if left is None else max(0.0, min(left, _CANCEL_POLL))
+            if ticket.granted.wait(step):
+                return
+            if cancel is not None and cancel.is_set():
+                self._give_up(ticket)
+                raise GenerationCancelled("The request was cancelled while it waited for the model.")
+            if left is not None and left <= 0:
+                self._give_up(ticket)
+                raise GenerationTimeout(
+                    "The time limit ran out while waiting for the model: another request was running."
+                )
+
+    def leave(self) -> None:
+        """Pass the gate to the longest waiter, or free it."""
+        with self._lock:
+            if self._queue:
+                self._queue.popleft().granted.set()  # stays busy: the next caller holds it now
+            else:
                 self._busy = False
-                self._condition.notify()
+
+    def _give_up(self, ticket: _Ticket) -> None:
+        with self._lock:
+            if ticket in self._queue:
+                self._queue.remove(ticket)
+                return
+        # The gate passed to this waiter just as it gave up: pass it on.
+        self.leave()

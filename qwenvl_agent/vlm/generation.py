@@ -6,16 +6,19 @@ cancellation and the caches behave the same for every caller and on every engine
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import cancel
+from . import bridge, cancel
 from .errors import GenerationError, ImageInputError, PromptTooLongError
 from .images import pixel_budget
 from .reuse import find_image_spans, image_key
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_IMAGE_TOKENS = 1024
 # Longest prompt accepted, in tokens: far past any document question, short of minutes of prefill per call.
@@ -95,26 +98,38 @@ def stream(runtime, prompt: Prompt, settings: GenerationSettings) -> Iterator[st
     if deadline is None and settings.time_limit:
         deadline = time.monotonic() + settings.time_limit
     outside = cancel.current()
-    with runtime.gate.hold(deadline, outside):
+    gate = runtime.gate
+    gate.enter(deadline, outside)
+    try:
         started = time.monotonic()
         inputs, spans = build_inputs(runtime, prompt, settings)
         prompt_length = int(inputs["input_ids"].shape[1])
         run = _Run(runtime, inputs, spans, settings, prompt_length, started, deadline, outside)
-        run.start()
-        try:
-            yield from _until_stop(run, settings.stop)
-        finally:
-            run.cancel.set()
-            run.thread.join()
-        if run.error is not None:
-            raise GenerationError(f"Generation failed: {type(run.error).__name__}: {run.error}") from run.error
-        yield GenerationStats(
-            input_tokens=prompt_length,
-            output_tokens=run.output_tokens,
-            finish_reason=run.finish_reason(settings),
-            seconds=time.monotonic() - started,
-            times=run.times,
-        )
+    except BaseException:
+        gate.leave()
+        raise
+    # The worker leaves the gate when it ends: a worker that is slow to stop keeps the model busy, rather
+    # than running beside the next caller's generation.
+    run.start(on_end=gate.leave)
+    try:
+        yield from _until_stop(run, settings.stop)
+    finally:
+        run.cancel.set()
+        run.thread.join(bridge.JOIN_SECONDS)
+        if run.thread.is_alive():
+            log.warning(
+                "The generation did not stop within %.0f s of being asked; the model stays busy until it does.",
+                bridge.JOIN_SECONDS,
+            )
+    if run.error is not None:
+        raise GenerationError(f"Generation failed: {type(run.error).__name__}: {run.error}") from run.error
+    yield GenerationStats(
+        input_tokens=prompt_length,
+        output_tokens=run.output_tokens,
+        finish_reason=run.finish_reason(settings),
+        seconds=time.monotonic() - started,
+        times=run.times,
+    )
 
 
 def build_inputs(runtime, prompt: Prompt, settings: GenerationSettings):
@@ -200,9 +215,16 @@ class _Run:
         self.stopped_by_sequence = False
         self.streamer = TextIteratorStreamer(runtime.tokenizer, skip_prompt=True, skip_special_tokens=True)
         self.thread = threading.Thread(target=self._generate, name="qwenvl-generate", daemon=True)
+        self._on_end: Callable[[], None] = lambda: None
 
-    def start(self) -> None:
-        self.thread.start()
+    def start(self, on_end: Callable[[], None]) -> None:
+        """Start the worker; ``on_end`` is called in it once the generation has ended, however it ended."""
+        self._on_end = on_end
+        try:
+            self.thread.start()
+        except BaseException:
+            on_end()
+            raise
 
     def should_stop(self) -> bool:
         """True once the caller cancels, the request's scope is cancelled, or the time limit passes."""
@@ -237,6 +259,8 @@ class _Run:
         except BaseException as exc:  # re-raised in the caller's thread
             self.error = exc
             self.streamer.end()
+        finally:
+            self._on_end()
 
     def _generate_kwargs(self) -> dict[str, Any]:
         from transformers import LogitsProcessorList, StoppingCriteriaList

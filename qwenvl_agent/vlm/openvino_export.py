@@ -8,6 +8,7 @@ export's phases. A folder that already holds an IR (a published ``…-ov`` model
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -18,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import EngineError
@@ -81,24 +83,45 @@ def check_weights(weights: str) -> str:
 def ensure_exported(source: Path, weights: str) -> Path:
     """The IR folder of ``source`` with ``weights``, exporting it first if the cache does not hold it."""
     target = export_folder(source, check_weights(weights))
-    with _export_lock:
+    if (target / DONE_FILE).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # One export per folder across threads and processes: another process that exports the same model
+    # waits and uses that export, rather than exporting again and replacing a folder that may be in use.
+    with _export_lock, _folder_lock(target):
         if (target / DONE_FILE).is_file():
             return target
         require_openvino()
         _check_exporter_version()
-        target.parent.mkdir(parents=True, exist_ok=True)
         partial = Path(tempfile.mkdtemp(prefix=target.name + ".partial-", dir=target.parent))
         log_path = target.parent / f"{target.name}.log"
         try:
             _run_child(source, partial, weights, log_path)
             (partial / DONE_FILE).write_text(json.dumps({"source": str(source), "weights": weights}) + "\n")
-            if target.exists():
+            if target.exists():  # an export left unfinished (no DONE_FILE) by a process that died
                 shutil.rmtree(target)
             partial.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary folder
             partial.rename(target)
         finally:
             shutil.rmtree(partial, ignore_errors=True)
     return target
+
+
+@contextlib.contextmanager
+def _folder_lock(target: Path) -> Iterator[None]:
+    """A file lock beside ``target`` (released by the system if its holder dies), saying so when it waits."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(target.parent / f"{target.name}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"Waiting for another process that is exporting {target.name} to OpenVINO…", file=sys.stderr, flush=True)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _check_exporter_version() -> None:

@@ -12,18 +12,21 @@ bounded caches let a call skip what an earlier one already computed:
   whose tokens agree but whose images differ share nothing from the first differing image on: image
   placeholders are the same token whatever the picture, so images are compared by their keys.
 
-Both are bounded in bytes and evict the least recently used entry first.
+Both are bounded in bytes and evict the least recently used entry first. The bytes are those the entries
+keep alive (whole buffers, state copies, token ids), and entries are kept compact, so a bound is a bound.
 """
 
 from __future__ import annotations
 
+import array
 import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 
@@ -131,26 +134,69 @@ class _BoundedLRU:
             self._bytes -= item[1]
 
 
-def tensor_bytes(value: Any) -> int:
-    """Bytes held by the tensors (or numpy arrays) in ``value``, looking into lists, tuples and dicts."""
-    if hasattr(value, "nbytes"):
-        return int(value.nbytes)
-    if hasattr(value, "element_size") and hasattr(value, "nelement"):
-        return int(value.element_size() * value.nelement())
+def held_bytes(value: Any, seen: set[int] | None = None) -> int:
+    """Bytes of memory ``value`` keeps alive: the whole buffer behind each tensor or array (a view keeps all
+    of its base), counted once, looking into lists, tuples, dicts and KV caches (``layers`` of keys and
+    values); an ``array.array`` by its buffer."""
+    seen = set() if seen is None else seen
+    if isinstance(value, np.ndarray):
+        root = value
+        while isinstance(root.base, np.ndarray):
+            root = root.base
+        address = root.__array_interface__["data"][0]
+        if address in seen:
+            return 0
+        seen.add(address)
+        return int(root.nbytes)
+    if hasattr(value, "untyped_storage"):  # a torch tensor
+        storage = value.untyped_storage()
+        if storage.data_ptr() in seen:
+            return 0
+        seen.add(storage.data_ptr())
+        return int(storage.nbytes())
+    if isinstance(value, array.array):
+        return value.itemsize * len(value)
     if isinstance(value, dict):
-        return sum(tensor_bytes(v) for v in value.values())
+        return sum(held_bytes(v, seen) for v in value.values())
     if isinstance(value, (list, tuple)):
-        return sum(tensor_bytes(v) for v in value)
+        return sum(held_bytes(v, seen) for v in value)
+    if hasattr(value, "layers"):
+        return sum(held_bytes(layer.keys, seen) + held_bytes(layer.values, seen) for layer in value.layers)
     return 0
 
 
+def compact(value: Any) -> Any:
+    """``value`` with every view replaced by a copy of just its data, so that keeping it keeps no more than
+    it shows (a slice of a prompt's KV state, a row of a batch). A KV cache's layers are compacted in place."""
+    if isinstance(value, np.ndarray):
+        whole = value.base is None and value.flags.c_contiguous
+        return value if whole else np.array(value, order="C", copy=True)
+    if hasattr(value, "untyped_storage"):
+        whole = value.untyped_storage().nbytes() == value.nbytes and value.is_contiguous()
+        return value if whole else value.contiguous().clone()
+    if isinstance(value, tuple):
+        return tuple(compact(v) for v in value)
+    if isinstance(value, list):
+        return [compact(v) for v in value]
+    if isinstance(value, dict):
+        return {k: compact(v) for k, v in value.items()}
+    if hasattr(value, "layers"):
+        for layer in value.layers:
+            layer.keys, layer.values = compact(layer.keys), compact(layer.values)
+    return value
+
+
 class VisionCache(_BoundedLRU):
-    """Vision-tower outputs per image, at most ``max_mb`` megabytes. Keys come from ``ImageSpan.key``."""
+    """Vision-tower outputs per image, at most ``max_mb`` megabytes of what they hold. Keys come from
+    ``ImageSpan.key``."""
 
     def __init__(self, max_mb: float = 512):
-        super().__init__(int(max_mb * 2**20), tensor_bytes)
+        super().__init__(int(max_mb * 2**20), held_bytes)
         self.hits = 0
         self.misses = 0
+
+    def put(self, key: Any, value: Any) -> None:
+        super().put(key, compact(value))
 
     def lookup(self, key: Any) -> Any:
         value = self.get(key)
@@ -163,12 +209,13 @@ class VisionCache(_BoundedLRU):
 
 @dataclass
 class PrefixEntry:
-    """A KV cache and what it holds: the token ids (a 1-D list) and the images among them."""
+    """A KV cache and what it holds: the token ids and the images among them. ``nbytes`` is set by the cache:
+    the memory the entry keeps alive (its KV tensors' buffers and its token ids)."""
 
-    tokens: list[int]
+    tokens: Sequence[int]
     spans: tuple[ImageSpan, ...]
     kv: Any
-    nbytes: int
+    nbytes: int = 0
 
 
 class PrefixCache:
@@ -211,7 +258,12 @@ class PrefixCache:
         return best[1], best_length
 
     def add(self, entry: PrefixEntry) -> None:
-        """Keep ``entry``; entries whose tokens and images it extends are dropped, being of no more use."""
+        """Keep ``entry``; entries whose tokens and images it extends are dropped, being of no more use. The
+        entry is kept compact (token ids as 4-byte integers, no view of a larger buffer) and sized by what it
+        holds."""
+        tokens = array.array("i", entry.tokens)
+        kv = compact(entry.kv)
+        entry = replace(entry, tokens=tokens, kv=kv, nbytes=held_bytes(tokens) + held_bytes(kv))
         for entry_id, old in self._lru.items():
             if _extends(entry, old):
                 self._lru.remove(entry_id)

@@ -47,6 +47,11 @@ class VLMRuntime:
     prefix_cache: PrefixCache = field(default_factory=PrefixCache)
     # Each hook gets the prompt length and may return a logits processor (used by vlm.testing).
     logits_hooks: list[Callable[[int], Any]] = field(default_factory=list)
+    # Threads the engine computes with; fixed once the model is loaded.
+    num_threads: int | None = None
+    # The limits in force, each with who set it: {"vision_cache_mb": (512, None), …}.
+    _limits: dict[str, tuple[float, Any]] = field(default_factory=dict, repr=False)
+    _limits_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def model(self) -> Any:
@@ -63,17 +68,42 @@ class VLMRuntime:
         return self.engine.precision
 
     def with_limits(
-        self, max_waiting: int | None = None, vision_cache_mb: float | None = None, prefix_cache_mb: float | None = None
+        self,
+        max_waiting: int | None = None,
+        vision_cache_mb: float | None = None,
+        prefix_cache_mb: float | None = None,
+        *,
+        by: Any = None,
     ) -> VLMRuntime:
-        """Apply the limits that are given (the others stay); returns self."""
-        if max_waiting is not None:
-            if max_waiting < 0:
-                raise ValueError(f"max_waiting must be 0 or more, got {max_waiting}")
-            self.gate.max_waiting = max_waiting
-        if vision_cache_mb is not None:
-            self.vision_cache.resize(int(vision_cache_mb * 2**20))
-        if prefix_cache_mb is not None:
-            self.prefix_cache.resize(int(prefix_cache_mb * 2**20))
+        """Apply the limits that are given (the others stay); returns self. A value equal to the one in force
+        changes nothing (a cache is not re-bounded); a different one applies to every caller of this model
+        from now on, with a warning when another caller (``by``: any identity, such as a ``ChatQwenVL``'s
+        ``id``) had set it: the two disagree, and the last one wins."""
+        if max_waiting is not None and max_waiting < 0:
+            raise ValueError(f"max_waiting must be 0 or more, got {max_waiting}")
+        given = {"max_waiting": max_waiting, "vision_cache_mb": vision_cache_mb, "prefix_cache_mb": prefix_cache_mb}
+        with self._limits_lock:
+            for name, value in given.items():
+                if value is None:
+                    continue
+                current, setter = self._limits.get(name, (None, None))
+                if current == value:
+                    self._limits[name] = (value, by)
+                    continue
+                if name in self._limits and setter != by:
+                    message = (
+                        f"Two callers of the shared model {self.model_id} ({self.label}) ask for different "
+                        f"{name}: {current:g} earlier, {value:g} now. The loaded model has one of these, so "
+                        f"{value:g} applies to every caller from now on; give the same value to both to silence this."
+                    )
+                    log.warning("%s", message)
+                    warnings.warn(message, RuntimeWarning, stacklevel=3)
+                self._limits[name] = (value, by)
+                if name == "max_waiting":
+                    self.gate.max_waiting = int(value)
+                else:
+                    cache = self.vision_cache if name == "vision_cache_mb" else self.prefix_cache
+                    cache.resize(int(value * 2**20))
         return self
 
     @property
@@ -130,11 +160,12 @@ def load_runtime(
     ``weights``: "int8" (closest to the original) or "int4" (fastest), OpenVINO only. ``dtype``: "auto"
     (bfloat16 where the CPU has AMX-BF16 or AVX512-BF16, else float32), "bfloat16" or "float32"; on
     OpenVINO it is the precision of the computation. ``num_threads``: threads, all physical cores by
-    default. ``max_waiting`` (callers that may queue behind a running generation before ``BusyError``;
-    default 3), ``vision_cache_mb`` and ``prefix_cache_mb`` (memory for the vision-feature cache and for
-    the KV caches of recent prompts; default 512 and 1024) belong to the loaded copy, which every caller
-    of this model shares: when given, they apply to it from now on (a smaller cache evicts what no longer
-    fits).
+    default; fixed once the model is loaded (a different value later is a ``ValueError``). ``max_waiting``
+    (callers that may queue behind a running generation before ``BusyError``; default 3),
+    ``vision_cache_mb`` and ``prefix_cache_mb`` (memory for the vision-feature cache and for the KV caches
+    of recent prompts; default 512 and 1024) belong to the loaded copy, which every caller of this model
+    shares: when given and different from the values in force, they apply to it from now on (a smaller
+    cache evicts what no longer fits), with a warning if another caller had set them otherwise.
     """
     resolved_engine = resolve_engine(engine)
     resolved_dtype = resolve_dtype(dtype)
@@ -145,14 +176,13 @@ def load_runtime(
     fell_back = ("fell back to torch", *key)  # where "auto" settled on torch after OpenVINO failed
     limits = {"max_waiting": max_waiting, "vision_cache_mb": vision_cache_mb, "prefix_cache_mb": prefix_cache_mb}
     with _cache_lock:
-        if engine == "auto" and fell_back in _cache:
-            return _cache[fell_back].with_limits(**limits)
-        if key in _cache:
-            return _cache[key].with_limits(**limits)
+        loaded = _cache.get(fell_back) if engine == "auto" and fell_back in _cache else _cache.get(key)
         key_lock = _key_locks.setdefault(key, threading.Lock())
+    if loaded is not None:
+        return _reuse(loaded, num_threads, limits)
     with key_lock:  # two first callers must not load the same weights twice
         if key in _cache or (engine == "auto" and fell_back in _cache):
-            return (_cache.get(key) or _cache[fell_back]).with_limits(**limits)
+            return _reuse(_cache.get(key) or _cache[fell_back], num_threads, limits)
         options = _Options(
             resolved_dtype, weights, num_threads,
             3 if max_waiting is None else max_waiting,
@@ -160,7 +190,7 @@ def load_runtime(
             1024 if prefix_cache_mb is None else prefix_cache_mb,
         )
         try:
-            runtime = _load(model_ref, revision, resolved_engine, options)
+            runtime = _load(model_ref, revision, resolved_engine, options).with_limits(**limits)
         except EngineError as exc:
             if engine != "auto" or resolved_engine != "openvino" or isinstance(exc, WrongModelError):
                 raise
@@ -175,6 +205,19 @@ def load_runtime(
         with _cache_lock:
             _cache[key] = runtime
     return runtime
+
+
+def _reuse(runtime: VLMRuntime, num_threads: int | None, limits: dict[str, Any]) -> VLMRuntime:
+    """The loaded ``runtime`` for a later caller: its threads cannot change (OpenVINO fixes them when it compiles
+    the model, and torch's setting is the whole process's), its limits can."""
+    if num_threads is not None and num_threads != runtime.num_threads:
+        raise ValueError(
+            f"num_threads={num_threads} cannot apply: {runtime.model_id} is already loaded ({runtime.label}) and "
+            f"computes with {runtime.num_threads} threads, which every caller of it shares. Leave num_threads unset "
+            f"(or give {runtime.num_threads}), or release the loaded model first "
+            "(qwenvl_agent.vlm.runtime.release_runtime)."
+        )
+    return runtime.with_limits(**limits)
 
 
 def resolve_engine(engine: str) -> str:
@@ -306,11 +349,13 @@ def _load(model_ref: str, revision: str | None, engine: str, options: _Options) 
     import torch
 
     path = resolve_model_path(model_ref, revision)
-    torch.set_num_threads(options.num_threads or physical_cores())
+    threads = options.num_threads or physical_cores()
+    torch.set_num_threads(threads)
     if engine == "openvino":
         runtime = _load_openvino(model_ref, revision, path, options)
     else:
         runtime = _load_torch(model_ref, revision, path, options)
+    runtime.num_threads = runtime.num_threads or threads
     _warm_up(runtime)
     return runtime
 
@@ -388,6 +433,7 @@ def _load_openvino(model_ref: str, revision: str | None, path: Path, options: _O
         raise ModelNotAvailableError(f"Could not load the processor of {model_ref} from {processor_path}: {exc}") from exc
     weights = _ir_weights(ir_path, options.weights)
     model = load_openvino_model(ir_path, options.dtype, options.num_threads)
+    threads = int(model.language_model.request.get_compiled_model().get_property("INFERENCE_NUM_THREADS"))
     vision_cache, prefix_cache = VisionCache(options.vision_cache_mb), PrefixCache(options.prefix_cache_mb)
     return VLMRuntime(
         engine=OpenVINOEngine(model, vision_cache, prefix_cache, weights),
@@ -398,6 +444,7 @@ def _load_openvino(model_ref: str, revision: str | None, path: Path, options: _O
         gate=GenerationGate(max_waiting=options.max_waiting),
         vision_cache=vision_cache,
         prefix_cache=prefix_cache,
+        num_threads=threads or None,  # as OpenVINO chose them where none were asked for
     )
 
 
