@@ -291,12 +291,13 @@ def _pdf_bytes(source: Any) -> bytes | None:
 
 def _existing_file(source: Any) -> Path | None:
     if isinstance(source, str) and len(source) < 4096:
-        source = Path(source.strip()).expanduser()
+        source = Path(source.strip())
     if not isinstance(source, Path):
         return None
     try:
+        source = source.expanduser()
         return source if source.is_file() else None
-    except OSError:  # e.g. a name too long for the file system: not a path we can open
+    except (OSError, ValueError, RuntimeError):  # a name too long, a NUL, ~ of no user: load_image says which
         return None
 
 
