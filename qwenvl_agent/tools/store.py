@@ -119,7 +119,7 @@ class ImageStore:
         label = _clean_label(name)
         pdf = _pdf_bytes(source)
         if pdf is not None:
-            pages = _render_pdf(pdf, self.dpi, self.max_pages, label or "The PDF", progress)
+            pages = _render_pdf(pdf, self.dpi, self.max_pages, label or "The PDF", progress, self._make_room)
             page_ids = self._register_pages(pages, label, pdf)
             if self.index_pages:
                 self.index.add_pdf(page_ids, pdf, pages)
@@ -239,6 +239,11 @@ class ImageStore:
         self._images[info.id] = image
         self._infos[info.id] = info
 
+    def _make_room(self, new_pixels: int, what: str) -> None:
+        """``ImageInputError`` if ``new_pixels`` more would pass the store's bound now (checked again when added)."""
+        with self._lock:
+            self._check_room(new_pixels, what)
+
     def _check_room(self, new_pixels: int, what: str) -> None:
         """``ImageInputError`` if ``new_pixels`` more would pass the store's bound; the caller holds the lock."""
         held = sum(image.width * image.height for image in self._images.values())
@@ -301,8 +306,13 @@ def _existing_file(source: Any) -> Path | None:
         return None
 
 
-def _render_pdf(data: bytes, dpi: int, max_pages: int, what: str, progress: Progress | None) -> list[Image.Image]:
-    """Every page of the PDF ``data`` as an RGB image at ``dpi``; nothing is rendered past the cap.
+def _render_pdf(
+    data: bytes, dpi: int, max_pages: int, what: str, progress: Progress | None,
+    check_room: Callable[[int, str], None] | None = None,
+) -> list[Image.Image]:
+    """Every page of the PDF ``data`` as an RGB image at ``dpi``. Nothing is rendered before the page count
+    and every page's size are checked: each page against the pixel limit, all of them together with
+    ``check_room(pixels, what)``, which raises ``ImageInputError`` when they do not fit.
 
     The PDFium lock is taken per call, so other threads' PDFs interleave page by page and
     ``progress`` runs without it.
@@ -317,16 +327,31 @@ def _render_pdf(data: bytes, dpi: int, max_pages: int, what: str, progress: Prog
                 f"{what} has {total} pages, more than the limit of {max_pages}. Split the PDF, "
                 f"or raise the limit with ImageStore(max_pages={total})."
             )
+        with _PDFIUM_LOCK:
+            sizes = [_page_pixels(document.get_page_size(index), dpi) for index in range(total)]
+        for number, (width, height) in enumerate(sizes, start=1):
+            if width * height > MAX_IMAGE_PIXELS:
+                raise ImageInputError(
+                    f"Page {number} of {what} would be {width}x{height} pixels at {dpi} dpi, above the "
+                    f"{MAX_IMAGE_PIXELS:,}-pixel limit; add it with a lower dpi, e.g. ImageStore(dpi=72)."
+                )
+        if check_room is not None:
+            check_room(sum(width * height for width, height in sizes), what)
         pages = []
         for index in range(total):
             with _PDFIUM_LOCK:
-                pages.append(_render_page(document, index, dpi, what))
+                pages.append(_render_page(document, index, dpi / 72))  # PDF sizes are in points, 72 to the inch
             if progress is not None:
                 progress(index + 1, total)
         return pages
     finally:
         with _PDFIUM_LOCK:
             document.close()
+
+
+def _page_pixels(size: tuple[float, float], dpi: int) -> tuple[int, int]:
+    """The pixel size of a page of ``size`` points rendered at ``dpi``, as PDFium rounds it."""
+    return tuple(math.ceil(side * dpi / 72) for side in size)
 
 
 def _open_pdf(data: bytes, what: str) -> pdfium.PdfDocument:
@@ -342,16 +367,9 @@ def _open_pdf(data: bytes, what: str) -> pdfium.PdfDocument:
         raise ImageInputError(f"{what} is not a readable PDF: it is damaged or truncated ({exc}).") from exc
 
 
-def _render_page(document: pdfium.PdfDocument, index: int, dpi: int, what: str) -> Image.Image:
+def _render_page(document: pdfium.PdfDocument, index: int, scale: float) -> Image.Image:
     page = document[index]
     try:
-        scale = dpi / 72  # PDF sizes are in points, 72 to the inch
-        width, height = (math.ceil(side * scale) for side in page.get_size())
-        if width * height > MAX_IMAGE_PIXELS:
-            raise ImageInputError(
-                f"Page {index + 1} of {what} would be {width}x{height} pixels at {dpi} dpi, above the "
-                f"{MAX_IMAGE_PIXELS:,}-pixel limit; add it with a lower dpi, e.g. ImageStore(dpi=72)."
-            )
         return _rendered(page, scale)
     finally:
         page.close()
