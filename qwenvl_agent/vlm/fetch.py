@@ -1,7 +1,8 @@
 """Downloading an image over http(s) without becoming a way into the network around the machine.
 
 Only http and https, also after redirects (followed here, hop by hop, at most ``MAX_REDIRECTS``); one
-deadline for the whole download, not just for each read; a size cap. With ``allow_private=False`` (the
+deadline for the whole download (look-up, connection, headers, body, redirects: every wait on the network
+lasts at most the time left, so a server that sends a byte at a time gains nothing); a size cap. With ``allow_private=False`` (the
 server's setting) a host that resolves to a loopback, private, link-local, multicast or otherwise
 non-public address is refused, at every hop, and the connection goes to the address that was checked.
 Every refusal names its reason.
@@ -33,7 +34,7 @@ def fetch(url: str, *, timeout: float, max_bytes: int, allow_private: bool = Tru
     for _ in range(MAX_REDIRECTS + 1):
         scheme, host, port, path = _target(url)
         address = _address(host, port, allow_private, deadline)
-        connection = _connection(scheme, host, address, port, deadline)
+        connection = _PinnedConnection(host, address, port, deadline, tls=scheme == "https")
         try:
             connection.request("GET", path, headers={"Host": _host_header(host, port, scheme), "User-Agent": "qwenvl-agent"})
             response = connection.getresponse()
@@ -186,10 +187,6 @@ class _PinnedConnection(http.client.HTTPConnection):
             sock = context.wrap_socket(sock, server_hostname=self.host)
             sock.deadline = self._deadline
         self.sock = sock
-
-
-def _connection(scheme: str, host: str, address: str, port: int, deadline: float) -> http.client.HTTPConnection:
-    return _PinnedConnection(host, address, port, deadline, tls=scheme == "https")
 
 
 def _read(response: http.client.HTTPResponse, url: str, max_bytes: int) -> bytes:
