@@ -61,3 +61,17 @@ def test_pages_within_the_budget_are_rendered_at_the_store_dpi(renders):
     ids = store.add(pdf_of_sizes((1000, 1000), (500, 2000)))
     assert [store.get(page_id).size for page_id in ids] == [(1000, 1000), (500, 2000)]
     assert renders == [1.0, 1.0]
+
+
+def test_a_store_can_hold_pages_and_images_to_a_smaller_size(renders):
+    from PIL import Image
+
+    store = ImageStore(dpi=72, max_image_pixels=1_000_000)
+    with pytest.raises(ImageInputError, match="Page 1 of scan.pdf would be 1001x1000 pixels at 72 dpi, above the 1,000,000-pixel"):
+        store.add(pdf_of_sizes((1001, 1000)), name="scan.pdf")
+    with pytest.raises(ImageInputError, match="photo.png is 1001x1000 pixels, above the limit of 1,000,000"):
+        store.add(Image.new("RGB", (1001, 1000)), name="photo.png")
+    assert renders == [] and len(store) == 0
+    store.add(pdf_of_sizes((1000, 1000)))
+    crop = store.get(store.add_crop("doc-1/page-1", [0, 0, 500, 500], target_pixels=4_000_000))
+    assert crop.width * crop.height <= 1_000_000
