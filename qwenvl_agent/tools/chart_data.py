@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from itertools import accumulate
 from typing import Any
 
 import json_repair
@@ -38,6 +39,9 @@ Rules:
 
 MAX_QUOTED_CHARS = 200
 MAX_CANDIDATES = 20  # JSON starts tried per reply; bounds the work on long, bracket-heavy prose
+# A chart nests a few levels deep; deeper text is a model repeating "{" or "[" to its limit, which costs
+# seconds to repair and holds no chart.
+MAX_DEPTH = 16
 
 _KEY_ALIASES = {
     "type": "chart_type", "chart": "chart_type", "kind": "chart_type", "charttype": "chart_type",
@@ -343,7 +347,11 @@ def _to_number(value: Any) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, (int, float)):
-        return float(value) if math.isfinite(value) else None
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float
+            return None
+        return number if math.isfinite(number) else None
     if not isinstance(value, str) or value.strip().lower() in _MISSING:
         return None
     return _number_from_text(value.strip())
@@ -362,6 +370,8 @@ def _number_from_text(text: str) -> float | None:
         return None
     unit = match["unit"].strip().lower().split(" ")[0].rstrip(".")
     number = float(digits) * _SCALES.get(unit, 1.0)
+    if not math.isfinite(number):  # hundreds of digits
+        return None
     return -number if "-" in match["prefix"] or "\u2212" in match["prefix"] else number
 
 
@@ -434,9 +444,23 @@ def _loads(candidate: str) -> tuple[Any, bool]:
     """``candidate`` parsed as JSON, else repaired as models write it (single quotes, trailing commas, Python
     literals, unquoted words, a cut-off end) by json-repair; and whether it was repaired. None if nothing is
     left."""
+    if _depth(candidate) > MAX_DEPTH:
+        return None, False
     try:
         return json.loads(candidate, strict=False), False
     except (ValueError, RecursionError):
         pass
-    repaired = json_repair.loads(candidate)
+    try:
+        repaired = json_repair.loads(candidate)
+    except (ValueError, RecursionError):  # nested deeper than the repairer recurses
+        return None, True
     return (repaired if isinstance(repaired, (dict, list)) and repaired else None), True
+
+
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
+_STEP = {"{": 1, "[": 1, "}": -1, "]": -1}
+
+
+def _depth(text: str) -> int:
+    """How deep the brackets of ``text`` nest, outside double-quoted strings."""
+    return max(accumulate(_STEP.get(char, 0) for char in _QUOTED.sub("", text)), default=0)

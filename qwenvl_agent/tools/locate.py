@@ -6,6 +6,7 @@ relative 0-1000 coordinates (the same grid ``zoom_image`` takes), so a located b
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -53,10 +54,17 @@ class LocateTool(ImageTool):
 
 def parse_boxes(reply: str) -> list[dict[str, Any]]:
     """The boxes in a grounding reply: a JSON list or object per line, fenced or not, leniently read."""
-    found = json_repair.loads(reply)
+    found = _lenient_json(reply)
     whole = _boxes(found if isinstance(found, list) else [found])
-    one_by_one = _boxes([json_repair.loads(match) for match in _OBJECT.findall(reply)])  # one object per line
+    one_by_one = _boxes([_lenient_json(match) for match in _OBJECT.findall(reply)])  # one object per line
     return max(whole, one_by_one, key=len)[:MAX_BOXES]
+
+
+def _lenient_json(text: str) -> Any:
+    try:
+        return json_repair.loads(text)
+    except (ValueError, RecursionError):  # nested deeper than the repairer recurses: no boxes in it
+        return None
 
 
 def _boxes(items: list[Any]) -> list[dict[str, Any]]:
@@ -72,9 +80,12 @@ def _box(value: Any) -> list[float] | None:
     if not isinstance(value, (list, tuple)) or len(value) != 4:
         return None
     try:
-        x1, y1, x2, y2 = (min(max(float(v), 0.0), 1000.0) for v in value)
-    except (TypeError, ValueError):
+        numbers = [float(v) for v in value]
+    except (TypeError, ValueError, OverflowError):
         return None
+    if not all(math.isfinite(v) for v in numbers):  # "nan" and "inf" parse as floats but place nothing
+        return None
+    x1, y1, x2, y2 = (min(max(v, 0.0), 1000.0) for v in numbers)
     if x1 >= x2 or y1 >= y2:
         return None
     return [x1, y1, x2, y2]

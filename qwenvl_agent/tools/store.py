@@ -88,6 +88,7 @@ class ImageStore:
         max_pages: int = 50,
         allow_remote: bool = False,
         max_total_pixels: int = 400_000_000,
+        max_image_pixels: int = MAX_IMAGE_PIXELS,
         index_pages: bool = True,
     ):
         if dpi < 1:
@@ -98,6 +99,7 @@ class ImageStore:
         self.max_pages = max_pages
         self.allow_remote = allow_remote
         self.max_total_pixels = max_total_pixels  # all images together: a conversation's memory has a bound
+        self.max_image_pixels = min(max_image_pixels, MAX_IMAGE_PIXELS)  # one image or rendered page
         self._lock = threading.Lock()
         self._images: dict[str, Image.Image] = {}
         self._infos: dict[str, ImageInfo] = {}
@@ -119,7 +121,8 @@ class ImageStore:
         label = _clean_label(name)
         pdf = _pdf_bytes(source)
         if pdf is not None:
-            pages = _render_pdf(pdf, self.dpi, self.max_pages, label or "The PDF", progress)
+            pages = _render_pdf(pdf, self.dpi, self.max_pages, label or "The PDF", progress, self._make_room,
+                                self.max_image_pixels)
             page_ids = self._register_pages(pages, label, pdf)
             if self.index_pages:
                 self.index.add_pdf(page_ids, pdf, pages)
@@ -128,6 +131,11 @@ class ImageStore:
             image = load_image(source, allow_remote=self.allow_remote)
         except ImageInputError as exc:
             raise ImageInputError(f"{label}: {exc}" if label else str(exc)) from exc
+        if image.width * image.height > self.max_image_pixels:
+            raise ImageInputError(
+                f"{label or 'The image'} is {image.width}x{image.height} pixels, above the limit of "
+                f"{self.max_image_pixels:,} pixels per image; shrink it first."
+            )
         with self._lock:
             self._check_room(image.width * image.height, label or "The image")
             self._image_count += 1
@@ -180,7 +188,7 @@ class ImageStore:
         region = (0.0, 0.0, float(RELATIVE_MAX), float(RELATIVE_MAX))
         for box in reversed(chain):  # from the page down to this crop
             region = _inner_box(region, box)
-        return _render_region(pdf, info.page - 1, region, target_pixels, self.dpi)
+        return _render_region(pdf, info.page - 1, region, target_pixels, self.dpi, self.max_image_pixels)
 
     def get(self, image_id: str) -> Image.Image:
         """The image behind ``image_id``; ``UnknownImageError`` (a ``KeyError``) if there is none."""
@@ -239,6 +247,11 @@ class ImageStore:
         self._images[info.id] = image
         self._infos[info.id] = info
 
+    def _make_room(self, new_pixels: int, what: str) -> None:
+        """``ImageInputError`` if ``new_pixels`` more would pass the store's bound now (checked again when added)."""
+        with self._lock:
+            self._check_room(new_pixels, what)
+
     def _check_room(self, new_pixels: int, what: str) -> None:
         """``ImageInputError`` if ``new_pixels`` more would pass the store's bound; the caller holds the lock."""
         held = sum(image.width * image.height for image in self._images.values())
@@ -291,17 +304,23 @@ def _pdf_bytes(source: Any) -> bytes | None:
 
 def _existing_file(source: Any) -> Path | None:
     if isinstance(source, str) and len(source) < 4096:
-        source = Path(source.strip()).expanduser()
+        source = Path(source.strip())
     if not isinstance(source, Path):
         return None
     try:
+        source = source.expanduser()
         return source if source.is_file() else None
-    except OSError:  # e.g. a name too long for the file system: not a path we can open
+    except (OSError, ValueError, RuntimeError):  # a name too long, a NUL, ~ of no user: load_image says which
         return None
 
 
-def _render_pdf(data: bytes, dpi: int, max_pages: int, what: str, progress: Progress | None) -> list[Image.Image]:
-    """Every page of the PDF ``data`` as an RGB image at ``dpi``; nothing is rendered past the cap.
+def _render_pdf(
+    data: bytes, dpi: int, max_pages: int, what: str, progress: Progress | None,
+    check_room: Callable[[int, str], None] | None = None, max_page_pixels: int = MAX_IMAGE_PIXELS,
+) -> list[Image.Image]:
+    """Every page of the PDF ``data`` as an RGB image at ``dpi``. Nothing is rendered before the page count
+    and every page's size are checked: each page against ``max_page_pixels``, all of them together with
+    ``check_room(pixels, what)``, which raises ``ImageInputError`` when they do not fit.
 
     The PDFium lock is taken per call, so other threads' PDFs interleave page by page and
     ``progress`` runs without it.
@@ -316,16 +335,31 @@ def _render_pdf(data: bytes, dpi: int, max_pages: int, what: str, progress: Prog
                 f"{what} has {total} pages, more than the limit of {max_pages}. Split the PDF, "
                 f"or raise the limit with ImageStore(max_pages={total})."
             )
+        with _PDFIUM_LOCK:
+            sizes = [_page_pixels(document.get_page_size(index), dpi) for index in range(total)]
+        for number, (width, height) in enumerate(sizes, start=1):
+            if width * height > max_page_pixels:
+                raise ImageInputError(
+                    f"Page {number} of {what} would be {width}x{height} pixels at {dpi} dpi, above the "
+                    f"{max_page_pixels:,}-pixel limit; add it with a lower dpi, e.g. ImageStore(dpi=72)."
+                )
+        if check_room is not None:
+            check_room(sum(width * height for width, height in sizes), what)
         pages = []
         for index in range(total):
             with _PDFIUM_LOCK:
-                pages.append(_render_page(document, index, dpi, what))
+                pages.append(_render_page(document, index, dpi / 72))  # PDF sizes are in points, 72 to the inch
             if progress is not None:
                 progress(index + 1, total)
         return pages
     finally:
         with _PDFIUM_LOCK:
             document.close()
+
+
+def _page_pixels(size: tuple[float, float], dpi: int) -> tuple[int, int]:
+    """The pixel size of a page of ``size`` points rendered at ``dpi``, as PDFium rounds it."""
+    return tuple(math.ceil(side * dpi / 72) for side in size)
 
 
 def _open_pdf(data: bytes, what: str) -> pdfium.PdfDocument:
@@ -341,16 +375,9 @@ def _open_pdf(data: bytes, what: str) -> pdfium.PdfDocument:
         raise ImageInputError(f"{what} is not a readable PDF: it is damaged or truncated ({exc}).") from exc
 
 
-def _render_page(document: pdfium.PdfDocument, index: int, dpi: int, what: str) -> Image.Image:
+def _render_page(document: pdfium.PdfDocument, index: int, scale: float) -> Image.Image:
     page = document[index]
     try:
-        scale = dpi / 72  # PDF sizes are in points, 72 to the inch
-        width, height = (math.ceil(side * scale) for side in page.get_size())
-        if width * height > MAX_IMAGE_PIXELS:
-            raise ImageInputError(
-                f"Page {index + 1} of {what} would be {width}x{height} pixels at {dpi} dpi, above the "
-                f"{MAX_IMAGE_PIXELS:,}-pixel limit; add it with a lower dpi, e.g. ImageStore(dpi=72)."
-            )
         return _rendered(page, scale)
     finally:
         page.close()
@@ -373,7 +400,7 @@ def _inner_box(outer: Box, inner: Box) -> Box:
     return (x1 + inner[0] * width, y1 + inner[1] * height, x1 + inner[2] * width, y1 + inner[3] * height)
 
 
-def _render_region(data: bytes, index: int, region: Box, target_pixels: int, dpi: int) -> Image.Image:
+def _render_region(data: bytes, index: int, region: Box, target_pixels: int, dpi: int, max_pixels: int) -> Image.Image:
     """Part of page ``index`` rendered at the scale that gives it about ``target_pixels`` (at least ``dpi``)."""
     with _PDFIUM_LOCK:
         document = pdfium.PdfDocument(data)
@@ -384,7 +411,7 @@ def _render_region(data: bytes, index: int, region: Box, target_pixels: int, dpi
                 x1, y1, x2, y2 = (v / RELATIVE_MAX for v in region)
                 area = (x2 - x1) * width * (y2 - y1) * height
                 scale = max(math.sqrt(target_pixels / max(area, 1e-6)), dpi / 72)
-                scale = min(scale, math.sqrt(MAX_IMAGE_PIXELS / max(area, 1e-6)))
+                scale = min(scale, math.sqrt(max_pixels / max(area, 1e-6)))
                 crop = (x1 * width, (1 - y2) * height, (1 - x2) * width, y1 * height)  # left, bottom, right, top
                 return _rendered(page, scale, crop)
             finally:

@@ -84,7 +84,10 @@ def _load_from_string(text: str, allow_remote: bool, allow_private: bool, local_
     if lowered.startswith("data:"):
         return _decode_data_url(text)
     if lowered.startswith("file://"):
-        parsed = urllib.parse.urlparse(text)
+        try:
+            parsed = urllib.parse.urlsplit(text)
+        except ValueError as exc:  # e.g. an unclosed [ of an IPv6 host
+            raise ImageInputError(f"{_short(text)} is not a valid URL ({exc}).") from exc
         return _read_file(Path(urllib.parse.unquote(parsed.path)), local_files)
     if lowered.startswith(("http://", "https://")):
         if not allow_remote:
@@ -96,11 +99,11 @@ def _load_from_string(text: str, allow_remote: bool, allow_private: bool, local_
         return _decode_bytes(data, _short(text))
     if re.match(r"^[a-z][a-z0-9+.-]*://", lowered):
         raise ImageInputError(f"{_short(text)} uses a scheme images cannot be read from: use data:, http(s) or a file.")
-    if local_files is True and len(text) < 4096 and Path(text).expanduser().is_file():
-        return _read_file(Path(text).expanduser(), local_files)
+    if local_files is True and len(text) < 4096 and _is_file(_expanded(Path(text))):
+        return _read_file(Path(text), local_files)
     if _BASE64.fullmatch(text) and len(text) >= 16:
         return _decode_base64(text, "the base64 image")
-    return _read_file(Path(text).expanduser(), local_files)
+    return _read_file(Path(text), local_files)
 
 
 def decode_base64_image(text: str) -> Image.Image:
@@ -111,18 +114,43 @@ def decode_base64_image(text: str) -> Image.Image:
 def _read_file(path: Path, local_files: bool | str | os.PathLike = True) -> Image.Image:
     if local_files is False:
         raise ImageInputError("Images cannot be read from local files here: send the image itself (base64 or a data: URL).")
+    path = _expanded(path)
     if local_files is not True:
         # Checked before looking at the file, so the answer does not tell whether a path outside exists.
         folder = Path(local_files).expanduser().resolve()
-        if not path.expanduser().resolve().is_relative_to(folder):
+        if not _inside(path, folder):
             raise ImageInputError(f"Images can be read only from files inside {folder}.")
-    if not path.is_file():
+    if not _is_file(path):
         raise ImageInputError(f"No image file at {_short(str(path))} (and it is not a URL or base64 image data).")
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise ImageInputError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
     return _decode_bytes(data, str(path))
+
+
+def _expanded(path: Path) -> Path:
+    """``path`` with ``~`` and ``~user`` expanded; ``ImageInputError`` when it names no user of this machine."""
+    try:
+        return path.expanduser()
+    except RuntimeError as exc:
+        user = str(path).split("/")[0]
+        raise ImageInputError(f"{_short(str(path))} begins with {user!r}, but there is no user {user[1:]!r} here.") from exc
+
+
+def _is_file(path: Path) -> bool:
+    """Whether ``path`` is a file; False also for what no file can be called (a NUL, a name too long)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(folder)
+    except (OSError, ValueError, RuntimeError):  # a NUL, a name too long, a symlink loop: not a file inside
+        return False
 
 
 def _decode_data_url(url: str) -> Image.Image:

@@ -113,9 +113,11 @@ def _calls_in(tail: str, tool_names: list[str]) -> list[ParsedCall]:
     while position < len(body):
         try:
             value, position = decoder.raw_decode(body, position)
-        except json.JSONDecodeError:  # written loosely (single quotes, trailing commas): repair this value only
+        except RecursionError:
+            return []
+        except ValueError:  # written loosely (single quotes, trailing commas): repair this value only
             end, _, _ = json_value_span(body, position)
-            value, position = json_repair.loads(body[position:end]), end
+            value, position = _lenient_json(body[position:end]), end
         values.extend(value if isinstance(value, list) else [value])
         while position < len(body) and body[position] in " \t\r\n,":
             position += 1
@@ -157,10 +159,17 @@ def json_value_span(text: str, start: int) -> tuple[int, str, str]:
 
 
 def _lenient_json(text: str) -> Any:
+    """``text`` as JSON, repaired if need be; None if even that fails (nested deeper than Python recurses)."""
     try:
         return json.loads(_FENCE.sub("", text))
-    except json.JSONDecodeError:
+    except RecursionError:
+        return None
+    except ValueError:  # not JSON as written (or an integer of thousands of digits): repair it
+        pass
+    try:
         return json_repair.loads(text)
+    except (ValueError, RecursionError):
+        return None
 
 
 def _decode_arguments(args: Any) -> Any:
