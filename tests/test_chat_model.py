@@ -334,7 +334,8 @@ def test_invoke_is_the_merged_stream(llm, shape):
     assert calls_of(streamed) == calls_of(whole)
     assert [c["name"] for c in streamed.invalid_tool_calls] == [c["name"] for c in whole.invalid_tool_calls]
     assert streamed.response_metadata["finish_reason"] == whole.response_metadata["finish_reason"]
-    assert streamed.usage_metadata == whole.usage_metadata
+    tokens = ("input_tokens", "output_tokens")  # cache reads differ: the second call reuses the first's prompt
+    assert [streamed.usage_metadata[k] for k in tokens] == [whole.usage_metadata[k] for k in tokens]
 
 
 def test_a_bare_json_call_streams_as_a_call_and_never_as_text(llm):
