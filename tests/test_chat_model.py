@@ -465,8 +465,7 @@ async def test_async_callbacks_see_every_chunk_the_sync_ones_see(llm):
     assert left == []
     expected = recorders["stream"].chunks
     assert [name for _, _, calls, _ in expected for name, _, _ in calls] == ["GetWeather", "Lookup"]
-    for how, recorder in recorders.items():
-        assert recorder.chunks == expected, how
+    assert [how for how, recorder in recorders.items() if recorder.chunks != expected] == []
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,9 @@
 """``ask`` and ``stream``: the agent for programs and front ends, with conversations that remember.
 
 A ``DocumentAssistant`` keeps, per ``thread_id``, the conversation's ``ImageStore`` and its LangGraph
-memory, so a follow-up question sees the earlier images and answers. The module-level ``ask``/``stream``
-use one shared assistant per planner model.
+memory, so a follow-up question sees the earlier images and answers. It keeps a bounded number of them
+(``max_conversations``) and lets go of those idle too long (``idle_seconds``). The module-level
+``ask``/``stream`` use one shared assistant per planner model (a few models at most).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,11 @@ from .graph import SYSTEM_PROMPT, build_agent
 
 log = logging.getLogger(__name__)
 _STREAM_MODES = ["updates", "messages"]
+
+DEFAULT_MAX_CONVERSATIONS = 64
+"""Conversations a ``DocumentAssistant`` keeps by default; past it, the least recently used one goes."""
+DEFAULT_IDLE_SECONDS = 1800.0
+"""A conversation unused for this long (by default) is let go when the next one starts."""
 
 
 class AgentError(RuntimeError):
@@ -66,6 +73,10 @@ class DocumentAssistant:
     engine: "rapidocr" (default), "vlm" or "hybrid". ``max_image_tokens`` and ``max_tokens`` replace the
     tools' own image budgets and reply lengths. ``index_pages=False`` turns off the page index (the text of
     every page, for ``search_document`` and ``read_page_text``) of each conversation's store.
+
+    Conversations are bounded: at most ``max_conversations`` are kept (the least recently used one is let go
+    first), and one unused for ``idle_seconds`` is let go when a new one starts; a conversation with a run under
+    way is never let go. ``None`` lifts a bound.
     """
 
     def __init__(
@@ -83,12 +94,16 @@ class DocumentAssistant:
         ocr_engine: str = DEFAULT_OCR_ENGINE,
         max_image_tokens: int | None = None,
         max_tokens: int | None = None,
-        max_conversations: int | None = None,
-        idle_seconds: float | None = None,
+        max_conversations: int | None = DEFAULT_MAX_CONVERSATIONS,
+        idle_seconds: float | None = DEFAULT_IDLE_SECONDS,
         index_pages: bool = True,
     ):
         if ocr_engine not in OCR_ENGINES:
             raise ValueError(f"ocr_engine must be one of {', '.join(OCR_ENGINES)}; got {ocr_engine!r}.")
+        if max_conversations is not None and (isinstance(max_conversations, bool) or not isinstance(max_conversations, int) or max_conversations < 1):
+            raise ValueError(f"max_conversations must be a whole number of at least 1, or None; got {max_conversations!r}.")
+        if idle_seconds is not None and (isinstance(idle_seconds, bool) or not isinstance(idle_seconds, (int, float)) or not idle_seconds > 0):
+            raise ValueError(f"idle_seconds must be a number of seconds above 0, or None; got {idle_seconds!r}.")
         model = planner_model(model, backend, base_url, api_key)
         self.model = model
         self.vlm = vlm or model
@@ -352,16 +367,23 @@ def new_thread_id() -> str:
     return uuid.uuid4().hex
 
 
-_default_assistants: dict[int, DocumentAssistant] = {}
+# Assistants of the module-level functions, most recently used last. Each keeps its planner alive, so a
+# program that passes a new model to every call must not keep them all: past this many, the oldest goes.
+_DEFAULT_ASSISTANTS = 4
+_default_assistants: OrderedDict[int, DocumentAssistant] = OrderedDict()
 _default_lock = threading.Lock()
 
 
 def default_assistant(model: BaseChatModel | None = None) -> DocumentAssistant:
-    """One shared assistant per planner model (threads of module-level ``ask``/``stream`` live there)."""
+    """The shared assistant of a planner model, where the conversations of module-level ``ask``/``stream`` live;
+    bounded like every ``DocumentAssistant`` (``DEFAULT_MAX_CONVERSATIONS``, ``DEFAULT_IDLE_SECONDS``)."""
     with _default_lock:
-        key = id(model)
+        key = id(model)  # the assistant holds the model, so the id stays its own while the entry lives
         if key not in _default_assistants:
             _default_assistants[key] = DocumentAssistant(model)
+            while len(_default_assistants) > _DEFAULT_ASSISTANTS:
+                _default_assistants.popitem(last=False)
+        _default_assistants.move_to_end(key)
         return _default_assistants[key]
 
 
