@@ -23,6 +23,7 @@ from qwenvl_agent.agent import api
 from qwenvl_agent.agent import (
     AgentError,
     Answer,
+    AnswerToken,
     DocumentAssistant,
     Error,
     StepStarted,
@@ -301,3 +302,21 @@ async def test_runs_on_different_conversations_overlap(vlm):
     order = [question for question, _ in arrived]
     assert len(order) == 10 and order != sorted(order, key=order.index)  # interleaved: neither waited for the other
     assert {event.text for _, event in arrived if isinstance(event, Answer)} == {"Answer to first?", "Answer to second?"}
+
+
+def test_a_planners_bare_json_call_is_a_step_and_never_answer_text(tiny_model, monkeypatch):
+    llm = ChatQwenVL(model=tiny_model, max_tokens=80)
+    prompts = []
+    original = llm.runtime.stream
+    monkeypatch.setattr(llm.runtime, "stream", lambda prompt, settings: prompts.append(prompt) or original(prompt, settings))
+    assistant = DocumentAssistant(llm, max_steps=4, ocr_engine="rapidocr")
+    bare = '{"name": "ocr_image", "arguments": {"image_id": "img-1"}}'
+    with scripted_replies(llm.runtime, [bare, "The total is 1,500.00."]) as left:
+        events = list(assistant.stream("What is the total?", [draw_invoice()]))
+    assert left == []
+    assert [e.name for e in events if isinstance(e, ToolCall)] == ["ocr_image"]
+    assert "".join(e.text for e in events if isinstance(e, AnswerToken)) == "The total is 1,500.00."
+    # The planner's memory holds the call as a call, not its JSON as something it said.
+    (turn,) = [m for m in prompts[-1].messages if m["role"] == "assistant"]
+    assert [c["function"]["name"] for c in turn["tool_calls"]] == ["ocr_image"]
+    assert "ocr_image" not in json.dumps(turn["content"])

@@ -406,7 +406,11 @@ class _HeldText:
 
     def _release(self, end: int) -> list[str]:
         """The text up to ``end`` that has not gone out yet, but for its trailing blanks."""
-        piece = self.text[self.sent : end].rstrip()
+        piece = self.text[self.sent : end]
+        if self.called and not self.shown:  # blanks between a call and the first words are not the answer
+            self.sent += len(piece) - len(piece.lstrip())
+            piece = piece.lstrip()
+        piece = piece.rstrip()
         if not piece:
             return []
         self.sent += len(piece)
