@@ -16,7 +16,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, Sys
 from pydantic import BaseModel, Field
 
 from qwenvl_agent.vlm import BusyError, ChatQwenVL, ImageInputError
-from qwenvl_agent.vlm.testing import scripted_replies, tool_call_text
+from qwenvl_agent.vlm.testing import make_tiny_checkpoint, scripted_replies, tool_call_text
 
 
 @pytest.fixture
@@ -453,19 +453,41 @@ class AsyncRecorder(AsyncCallbackHandler):
         self.chunks.append(chunk_view(chunk))
 
 
+async def chunks_seen_by_callbacks(model, reply: str) -> dict[str, list[tuple]]:
+    """The chunks a callback handler is given in each way of calling ``model`` (a bound ChatQwenVL; sync handlers for the sync
+    calls, async ones for the async calls), the model replying ``reply`` each time."""
+    recorders = {how: (AsyncRecorder() if how.startswith("a") else SyncRecorder()) for how in ("invoke", "stream", "ainvoke", "astream")}
+    config = {how: {"callbacks": [recorder]} for how, recorder in recorders.items()}
+    with scripted_replies(model.bound.runtime, [reply] * 4) as left:
+        model.invoke("Weather?", max_tokens=80, config=config["invoke"])
+        list(model.stream("Weather?", max_tokens=80, config=config["stream"]))
+        await model.ainvoke("Weather?", max_tokens=80, config=config["ainvoke"])
+        [c async for c in model.astream("Weather?", max_tokens=80, config=config["astream"])]
+    assert left == []
+    return {how: recorder.chunks for how, recorder in recorders.items()}
+
+
 async def test_async_callbacks_see_every_chunk_the_sync_ones_see(llm):
     reply = tool_call_text("GetWeather", {"city": "Oslo"}, prefix="Let me check.\n") + "\n" + tool_call_text("Lookup", {"word": "rain"})
-    bound = llm.bind_tools([GetWeather, Lookup])
-    recorders = {how: (AsyncRecorder() if how.startswith("a") else SyncRecorder()) for how in ("invoke", "stream", "ainvoke", "astream")}
-    with scripted_replies(llm.runtime, [reply] * 4) as left:
-        bound.invoke("Weather?", max_tokens=80, config={"callbacks": [recorders["invoke"]]})
-        list(bound.stream("Weather?", max_tokens=80, config={"callbacks": [recorders["stream"]]}))
-        await bound.ainvoke("Weather?", max_tokens=80, config={"callbacks": [recorders["ainvoke"]]})
-        [c async for c in bound.astream("Weather?", max_tokens=80, config={"callbacks": [recorders["astream"]]})]
-    assert left == []
-    expected = recorders["stream"].chunks
+    seen = await chunks_seen_by_callbacks(llm.bind_tools([GetWeather, Lookup]), reply)
+    expected = seen["stream"]
     assert [name for _, _, calls, _ in expected for name, _, _ in calls] == ["GetWeather", "Lookup"]
-    assert [how for how, recorder in recorders.items() if recorder.chunks != expected] == []
+    assert [how for how, chunks in seen.items() if chunks != expected] == []
+
+
+@pytest.fixture(scope="module")
+def thinking_model(tmp_path_factory) -> str:
+    return str(make_tiny_checkpoint(tmp_path_factory.mktemp("thinking"), thinking=True))
+
+
+async def test_async_callbacks_see_reasoning_chunks_too(thinking_model):
+    llm = ChatQwenVL(model=thinking_model, engine="torch", max_tokens=80)
+    reply = "The user wants the weather.\n</think>\n\n" + tool_call_text("GetWeather", {"city": "Oslo"})
+    seen = await chunks_seen_by_callbacks(llm.bind_tools([GetWeather]), reply)
+    expected = seen["stream"]
+    assert "".join(reasoning or "" for _, reasoning, _, _ in expected).strip() == "The user wants the weather."
+    assert [name for _, _, calls, _ in expected for name, _, _ in calls] == ["GetWeather"]
+    assert [how for how, chunks in seen.items() if chunks != expected] == []
 
 
 @pytest.mark.parametrize(
