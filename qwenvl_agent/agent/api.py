@@ -100,10 +100,8 @@ class DocumentAssistant:
     ):
         if ocr_engine not in OCR_ENGINES:
             raise ValueError(f"ocr_engine must be one of {', '.join(OCR_ENGINES)}; got {ocr_engine!r}.")
-        if max_conversations is not None and (isinstance(max_conversations, bool) or not isinstance(max_conversations, int) or max_conversations < 1):
-            raise ValueError(f"max_conversations must be a whole number of at least 1, or None; got {max_conversations!r}.")
-        if idle_seconds is not None and (isinstance(idle_seconds, bool) or not isinstance(idle_seconds, (int, float)) or not idle_seconds > 0):
-            raise ValueError(f"idle_seconds must be a number of seconds above 0, or None; got {idle_seconds!r}.")
+        _check_bound("max_conversations", max_conversations, whole=True)
+        _check_bound("idle_seconds", idle_seconds, whole=False)
         model = planner_model(model, backend, base_url, api_key)
         self.model = model
         self.vlm = vlm or model
@@ -324,6 +322,14 @@ class _EventBuilder:
         text = last.text if isinstance(last, AIMessage) else ""
         stopped = bool(isinstance(last, AIMessage) and last.response_metadata.get("stopped_early"))
         return Answer(text.strip(), list(self.steps), stopped_early=stopped)
+
+
+def _check_bound(name: str, value: Any, whole: bool) -> None:
+    """A conversation bound is None (no bound) or a number above 0; ``ValueError`` naming it otherwise."""
+    kinds = int if whole else (int, float)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, kinds) or not value > 0):
+        what = "a whole number above 0" if whole else "a number of seconds above 0"
+        raise ValueError(f"{name} must be {what}, or None for no bound; got {value!r}.")
 
 
 def _take_turn(lock: threading.Lock, stop: CancelSignal | None) -> bool:
