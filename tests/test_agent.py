@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import subprocess
 import sys
+import time
+import uuid
+import weakref
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from documents import draw_bar_chart, draw_invoice, draw_text_image
-from langchain_core.messages import HumanMessage
+from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
 from planner import ScriptedPlanner, call
 
+from qwenvl_agent.agent import api
 from qwenvl_agent.agent import (
     AgentError,
     Answer,
+    AnswerToken,
     DocumentAssistant,
     Error,
     StepStarted,
@@ -187,3 +197,126 @@ def test_cli_ask_end_to_end_in_a_subprocess(tiny_model, tmp_path):
     assert plain.returncode == 0 and "Answer:" in plain.stdout and "[step 1]" in plain.stderr
     missing = subprocess.run([*command[:3], "ask", str(tmp_path / "nope.png"), "-q", "x"], capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+def test_conversations_are_bounded_by_default(vlm):
+    assistant, _ = assistant_with(vlm, ["unused"])
+    assistant.add_images([draw_invoice()], thread_id="first")
+    for index in range(api.DEFAULT_MAX_CONVERSATIONS):
+        assistant.store(f"later-{index}")
+    assert len(assistant.store(f"later-{api.DEFAULT_MAX_CONVERSATIONS - 1}")) == 0
+    assert len(assistant.store("first")) == 0  # the least recently used one was let go (it starts again empty)
+
+
+def test_idle_conversations_are_let_go_by_default(vlm, monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(api, "time", SimpleNamespace(monotonic=lambda: clock[0], perf_counter=time.perf_counter))
+    assistant, _ = assistant_with(vlm, ["unused"])
+    assistant.add_images([draw_invoice()], thread_id="recent")
+    assistant.add_images([draw_invoice()], thread_id="old")
+    clock[0] += api.DEFAULT_IDLE_SECONDS - 1
+    assert len(assistant.store("recent")) == 1  # used again: not idle
+    clock[0] += 2
+    assistant.store("new")
+    assert len(assistant.store("recent")) == 1
+    assert len(assistant.store("old")) == 0
+
+
+@pytest.mark.parametrize("bounds", [{"max_conversations": 0}, {"max_conversations": "many"}, {"idle_seconds": -5}, {"idle_seconds": "1h"}])
+def test_bad_conversation_bounds_are_refused(vlm, bounds):
+    with pytest.raises(ValueError, match=next(iter(bounds))):
+        assistant_with(vlm, ["unused"], **bounds)
+
+
+def test_unbounded_conversations_on_request(vlm):
+    assistant, _ = assistant_with(vlm, ["unused"], max_conversations=None, idle_seconds=None)
+    assistant.add_images([draw_invoice()], thread_id="first")
+    for index in range(api.DEFAULT_MAX_CONVERSATIONS + 1):
+        assistant.store(f"later-{index}")
+    assert len(assistant.store("first")) == 1
+
+
+def test_module_level_ask_keeps_a_bounded_number_of_conversations(vlm):
+    planner = ScriptedPlanner(script=["Done."])
+    first = api.ask("What is it?", [draw_invoice()], model=planner)
+    assert len(api.default_assistant(planner).store(first.thread_id)) == 1  # a follow-up can use it
+    results = [api.ask("What is it?", [draw_invoice()], model=planner) for _ in range(api.DEFAULT_MAX_CONVERSATIONS)]
+    assert all(r.answer == "Done." for r in results)
+    assert len(api.default_assistant(planner).store(results[-1].thread_id)) == 1
+    assert len(api.default_assistant(planner).store(first.thread_id)) == 0
+
+
+def test_module_level_ask_does_not_keep_every_model_it_was_given():
+    first = ScriptedPlanner(script=["Done."])
+    gone = weakref.ref(first)
+    api.ask("What is it?", model=first)
+    del first
+    for _ in range(8):
+        api.ask("What is it?", model=ScriptedPlanner(script=["Done."]))
+    gc.collect()
+    assert gone() is None
+
+
+class SlowPlanner(ScriptedPlanner):
+    """Zooms once, then answers with the question it was asked; each reply takes a while (runs overlap)."""
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+        time.sleep(0.15)
+        if isinstance(messages[-1], HumanMessage):
+            return ChatResult(generations=[ChatGeneration(message=AIMessage(
+                content="", tool_calls=[{"name": "zoom_image", "args": {"image_id": "img-1", "box": [0, 0, 500, 500]},
+                                         "id": f"call-{uuid.uuid4().hex[:8]}", "type": "tool_call"}]))])
+        question = next(m for m in reversed(messages) if isinstance(m, HumanMessage)).text.split("\n")[0]
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=f"Answer to {question}"))])
+
+
+async def overlapping_runs(assistant, threads: dict[str, str]) -> list[tuple[str, Any]]:
+    """Run ``astream`` for each question (key) on its thread at once; every event, labelled, in arrival order."""
+    arrived: list[tuple[str, Any]] = []
+
+    async def run(question, thread_id):
+        async for event in assistant.astream(question, thread_id=thread_id):
+            arrived.append((question, event))
+
+    await asyncio.gather(*(run(question, thread_id) for question, thread_id in threads.items()))
+    return arrived
+
+
+async def test_two_runs_on_one_conversation_take_turns(vlm):
+    assistant = DocumentAssistant(SlowPlanner(script=[]), vlm=vlm, ocr_engine="vlm")
+    assistant.add_images([draw_invoice()], thread_id="shared")
+    arrived = await overlapping_runs(assistant, {"first?": "shared", "second?": "shared"})
+    order = [question for question, _ in arrived]
+    assert len(order) == 10 and order == sorted(order, key=order.index)  # one run's events, then the other's
+    for question in ("first?", "second?"):
+        events = [event for label, event in arrived if label == question]
+        assert [type(e).__name__ for e in events] == ["StepStarted", "ToolCall", "ToolResult", "StepStarted", "Answer"]
+        assert events[-1].text == f"Answer to {question}"
+
+
+async def test_runs_on_different_conversations_overlap(vlm):
+    assistant = DocumentAssistant(SlowPlanner(script=[]), vlm=vlm, ocr_engine="vlm")
+    for thread_id in ("one", "two"):
+        assistant.add_images([draw_invoice()], thread_id=thread_id)
+    arrived = await overlapping_runs(assistant, {"first?": "one", "second?": "two"})
+    order = [question for question, _ in arrived]
+    assert len(order) == 10 and order != sorted(order, key=order.index)  # interleaved: neither waited for the other
+    assert {event.text for _, event in arrived if isinstance(event, Answer)} == {"Answer to first?", "Answer to second?"}
+
+
+def test_a_planners_bare_json_call_is_a_step_and_never_answer_text(tiny_model, monkeypatch):
+    llm = ChatQwenVL(model=tiny_model, max_tokens=80)
+    prompts = []
+    original = llm.runtime.stream
+    monkeypatch.setattr(llm.runtime, "stream", lambda prompt, settings: prompts.append(prompt) or original(prompt, settings))
+    assistant = DocumentAssistant(llm, max_steps=4, ocr_engine="rapidocr")
+    bare = '{"name": "ocr_image", "arguments": {"image_id": "img-1"}}'
+    with scripted_replies(llm.runtime, [bare, "The total is 1,500.00."]) as left:
+        events = list(assistant.stream("What is the total?", [draw_invoice()]))
+    assert left == []
+    assert [e.name for e in events if isinstance(e, ToolCall)] == ["ocr_image"]
+    assert "".join(e.text for e in events if isinstance(e, AnswerToken)) == "The total is 1,500.00."
+    # The planner's memory holds the call as a call, not its JSON as something it said.
+    (turn,) = [m for m in prompts[-1].messages if m["role"] == "assistant"]
+    assert [c["function"]["name"] for c in turn["tool_calls"]] == ["ocr_image"]
+    assert "ocr_image" not in json.dumps(turn["content"])

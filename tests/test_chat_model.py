@@ -10,11 +10,13 @@ from typing import TypedDict
 
 import pytest
 from documents import draw_text_image, png_bytes
+from langchain_core.caches import InMemoryCache
+from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage, ToolMessage
 from pydantic import BaseModel, Field
 
 from qwenvl_agent.vlm import BusyError, ChatQwenVL, ImageInputError
-from qwenvl_agent.vlm.testing import scripted_replies, tool_call_text
+from qwenvl_agent.vlm.testing import make_tiny_checkpoint, scripted_replies, tool_call_text
 
 
 @pytest.fixture
@@ -295,3 +297,211 @@ def test_concurrent_callers_share_one_model_and_all_finish(llm):
     for t in threads:
         t.join(timeout=60)
     assert len(results) == 3
+
+
+def merged(chunks):
+    whole = chunks[0]
+    for chunk in chunks[1:]:
+        whole += chunk
+    return whole
+
+
+def calls_of(message) -> list[tuple]:
+    return [(c["name"], c["args"]) for c in message.tool_calls]
+
+
+BARE_CALL = '{"name": "GetWeather", "arguments": {"city": "Oslo"}}'
+SAME_EITHER_WAY = {
+    "plain text": "  It is sunny in Oslo.\n",
+    "tagged call": tool_call_text("GetWeather", {"city": "Oslo"}, prefix="Let me check.\n"),
+    "bare JSON call": BARE_CALL,
+    "text, then a bare JSON call": "I will look it up.\n" + BARE_CALL,
+    "fenced bare JSON call": "```json\n" + BARE_CALL + "\n```",
+    "JSON that is not a call": 'Here is JSON:\n{"name": "John"}',
+    "a call, then text": tool_call_text("GetWeather", {"city": "Oslo"}) + "\nDone.",
+}
+
+
+@pytest.mark.parametrize("shape", list(SAME_EITHER_WAY))
+def test_invoke_is_the_merged_stream(llm, shape):
+    reply = SAME_EITHER_WAY[shape]
+    bound = llm.bind_tools([GetWeather])
+    with scripted_replies(llm.runtime, [reply, reply]) as left:
+        whole = bound.invoke("Weather in Oslo?", max_tokens=80)
+        streamed = merged(list(bound.stream("Weather in Oslo?", max_tokens=80)))
+    assert left == []
+    assert streamed.content == whole.content
+    assert calls_of(streamed) == calls_of(whole)
+    assert [c["name"] for c in streamed.invalid_tool_calls] == [c["name"] for c in whole.invalid_tool_calls]
+    assert streamed.response_metadata["finish_reason"] == whole.response_metadata["finish_reason"]
+    tokens = ("input_tokens", "output_tokens")  # cache reads differ: the second call reuses the first's prompt
+    assert [streamed.usage_metadata[k] for k in tokens] == [whole.usage_metadata[k] for k in tokens]
+
+
+def test_a_bare_json_call_streams_as_a_call_and_never_as_text(llm):
+    bound = llm.bind_tools([GetWeather])
+    with scripted_replies(llm.runtime, [BARE_CALL, "I will look it up.\n" + BARE_CALL]):
+        bare = list(bound.stream("Weather in Oslo?", max_tokens=80))
+        after_text = list(bound.stream("Weather in Oslo?", max_tokens=80))
+    assert [c.content for c in bare if c.content] == []  # the call's JSON never went out as answer text
+    assert calls_of(merged(bare)) == [("GetWeather", {"city": "Oslo"})]
+    assert merged(after_text).content == "I will look it up."
+    assert not any("{" in c.content for c in after_text)
+    assert calls_of(merged(after_text)) == [("GetWeather", {"city": "Oslo"})]
+
+
+def test_text_streams_as_it_comes_when_tools_are_bound(llm):
+    reply = "It is sunny in Oslo today, and warm."
+    with scripted_replies(llm.runtime, [reply]):
+        chunks = list(llm.bind_tools([GetWeather]).stream("Weather in Oslo?", max_tokens=80))
+    texts = [c.content for c in chunks if c.content]
+    assert "".join(texts) == reply and len(texts) > 3  # not held back to the end
+
+
+class Lookup(BaseModel):
+    """Look a word up."""
+
+    word: str
+
+
+def given_prompts(monkeypatch, llm) -> list:
+    """The prompts the model is given from now on (each generation's ``Prompt``)."""
+    seen = []
+    original = llm.runtime.stream
+
+    def recording(prompt, settings):
+        seen.append(prompt)
+        return original(prompt, settings)
+
+    monkeypatch.setattr(llm.runtime, "stream", recording)
+    return seen
+
+
+ANY_CALL = 'GetWeather", "arguments": {"city": "Oslo"}}\n</tool_call>'
+LOOKUP_ARGS = '{"word": "invoice"}}\n</tool_call>'
+
+
+@pytest.mark.parametrize(
+    "choice, reply, prefix, call",
+    [
+        ("required", ANY_CALL, '<tool_call>\n{"name": "', ("GetWeather", {"city": "Oslo"})),
+        ("any", ANY_CALL, '<tool_call>\n{"name": "', ("GetWeather", {"city": "Oslo"})),
+        (True, ANY_CALL, '<tool_call>\n{"name": "', ("GetWeather", {"city": "Oslo"})),
+        ("auto", "Sunny.", "", None),
+        ("Lookup", LOOKUP_ARGS, '<tool_call>\n{"name": "Lookup", "arguments": ', ("Lookup", {"word": "invoice"})),
+        ({"type": "function", "function": {"name": "Lookup"}}, LOOKUP_ARGS, '<tool_call>\n{"name": "Lookup", "arguments": ',
+         ("Lookup", {"word": "invoice"})),
+    ],
+    ids=["required", "any", "true", "auto", "name", "openai-dict"],
+)
+def test_tool_choice_given_per_call_is_understood_like_bind_tools(llm, monkeypatch, choice, reply, prefix, call):
+    tools = [GetWeather, Lookup]
+    runs = {
+        "bind": lambda: llm.bind(tools=tools, tool_choice=choice).invoke("Weather in Oslo?", max_tokens=60),
+        "invoke": lambda: llm.invoke("Weather in Oslo?", tools=tools, tool_choice=choice, max_tokens=60),
+        "bind_tools, then per call": lambda: llm.bind_tools(tools).invoke("Weather in Oslo?", tool_choice=choice, max_tokens=60),
+        "bind_tools": lambda: llm.bind_tools(tools, tool_choice=choice).invoke("Weather in Oslo?", max_tokens=60),
+    }
+    prompts = given_prompts(monkeypatch, llm)
+    for how, run in runs.items():
+        with scripted_replies(llm.runtime, [reply]):
+            result = run()
+        given = prompts[-1]
+        assert given.assistant_prefix == prefix, how
+        assert [t["function"]["name"] for t in given.tools] == ["GetWeather", "Lookup"], how
+        assert calls_of(result) == ([call] if call else []), how
+
+
+def test_tool_choice_none_per_call_offers_no_tools(llm, monkeypatch):
+    prompts = given_prompts(monkeypatch, llm)
+    llm.bind(tools=[GetWeather], tool_choice="none").invoke("Weather in Oslo?", max_tokens=2)
+    llm.bind_tools([GetWeather]).invoke("Weather in Oslo?", tool_choice="none", max_tokens=2)
+    assert [(p.tools, p.assistant_prefix) for p in prompts] == [(None, ""), (None, "")]
+
+
+@pytest.mark.parametrize("choice", ["Nope", {"type": "function", "function": {"name": "Nope"}}, 3, ["any"]])
+def test_a_bad_tool_choice_per_call_is_a_clear_error(llm, choice):
+    with pytest.raises(ValueError, match="tool_choice .* is not 'auto', 'none', 'any', 'required' or one of the tools"):
+        llm.bind(tools=[GetWeather], tool_choice=choice).invoke("x", max_tokens=2)
+    with pytest.raises(ValueError, match="tool_choice"):
+        llm.invoke("x", tools=[GetWeather], tool_choice=choice, max_tokens=2)
+
+
+def chunk_view(chunk) -> tuple:
+    message = chunk.message
+    return (
+        message.content,
+        message.additional_kwargs.get("reasoning_content"),
+        [(c["name"], c["args"], c["index"]) for c in message.tool_call_chunks],
+        (message.response_metadata or {}).get("finish_reason"),
+    )
+
+
+class SyncRecorder(BaseCallbackHandler):
+    def __init__(self):
+        self.chunks = []
+
+    def on_llm_new_token(self, token, *, chunk=None, **kwargs):
+        self.chunks.append(chunk_view(chunk))
+
+
+class AsyncRecorder(AsyncCallbackHandler):
+    def __init__(self):
+        self.chunks = []
+
+    async def on_llm_new_token(self, token, *, chunk=None, **kwargs):
+        self.chunks.append(chunk_view(chunk))
+
+
+async def chunks_seen_by_callbacks(model, reply: str) -> dict[str, list[tuple]]:
+    """The chunks a callback handler is given in each way of calling ``model`` (a bound ChatQwenVL; sync handlers for the sync
+    calls, async ones for the async calls), the model replying ``reply`` each time."""
+    recorders = {how: (AsyncRecorder() if how.startswith("a") else SyncRecorder()) for how in ("invoke", "stream", "ainvoke", "astream")}
+    config = {how: {"callbacks": [recorder]} for how, recorder in recorders.items()}
+    with scripted_replies(model.bound.runtime, [reply] * 4) as left:
+        model.invoke("Weather?", max_tokens=80, config=config["invoke"])
+        list(model.stream("Weather?", max_tokens=80, config=config["stream"]))
+        await model.ainvoke("Weather?", max_tokens=80, config=config["ainvoke"])
+        [c async for c in model.astream("Weather?", max_tokens=80, config=config["astream"])]
+    assert left == []
+    return {how: recorder.chunks for how, recorder in recorders.items()}
+
+
+async def test_async_callbacks_see_every_chunk_the_sync_ones_see(llm):
+    reply = tool_call_text("GetWeather", {"city": "Oslo"}, prefix="Let me check.\n") + "\n" + tool_call_text("Lookup", {"word": "rain"})
+    seen = await chunks_seen_by_callbacks(llm.bind_tools([GetWeather, Lookup]), reply)
+    expected = seen["stream"]
+    assert [name for _, _, calls, _ in expected for name, _, _ in calls] == ["GetWeather", "Lookup"]
+    assert [how for how, chunks in seen.items() if chunks != expected] == []
+
+
+@pytest.fixture(scope="module")
+def thinking_model(tmp_path_factory) -> str:
+    return str(make_tiny_checkpoint(tmp_path_factory.mktemp("thinking"), thinking=True))
+
+
+async def test_async_callbacks_see_reasoning_chunks_too(thinking_model):
+    llm = ChatQwenVL(model=thinking_model, engine="torch", max_tokens=80)
+    reply = "The user wants the weather.\n</think>\n\n" + tool_call_text("GetWeather", {"city": "Oslo"})
+    seen = await chunks_seen_by_callbacks(llm.bind_tools([GetWeather]), reply)
+    expected = seen["stream"]
+    assert "".join(reasoning or "" for _, reasoning, _, _ in expected).strip() == "The user wants the weather."
+    assert [name for _, _, calls, _ in expected for name, _, _ in calls] == ["GetWeather"]
+    assert [how for how, chunks in seen.items() if chunks != expected] == []
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"temperature": 0.7}, {"top_p": 0.5}, {"top_k": 5}, {"seed": 7}, {"stop": ["zzz"]}, {"repetition_penalty": 1.3},
+     {"repetition_guard": True}, {"sampling": "model"}, {"max_image_tokens": 64}, {"min_image_tokens": 8}, {"max_tokens": 9}],
+    ids=lambda change: next(iter(change)),
+)
+def test_the_cache_keeps_apart_what_changes_the_reply(llm, change):
+    cache = InMemoryCache()
+    base = {"model": llm.model, "engine": llm.engine, "max_tokens": 8, "cache": cache, "temperature": 0.5, "seed": 1}
+    first, same, other = ChatQwenVL(**base), ChatQwenVL(**base), ChatQwenVL(**{**base, **change})
+    with scripted_replies(llm.runtime, ["first", "second", "unused"]) as left:
+        assert first.invoke("hi").content == "first"
+        assert same.invoke("hi").content == "first"  # the same configuration: answered from the cache
+        assert other.invoke("hi").content == "second", change  # another one: generated anew
+    assert left == ["unused"]

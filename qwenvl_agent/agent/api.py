@@ -1,8 +1,9 @@
 """``ask`` and ``stream``: the agent for programs and front ends, with conversations that remember.
 
 A ``DocumentAssistant`` keeps, per ``thread_id``, the conversation's ``ImageStore`` and its LangGraph
-memory, so a follow-up question sees the earlier images and answers. The module-level ``ask``/``stream``
-use one shared assistant per planner model.
+memory, so a follow-up question sees the earlier images and answers. It keeps a bounded number of them
+(``max_conversations``) and lets go of those idle too long (``idle_seconds``). The module-level
+``ask``/``stream`` use one shared assistant per planner model (a few models at most).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,11 @@ from .graph import SYSTEM_PROMPT, build_agent
 
 log = logging.getLogger(__name__)
 _STREAM_MODES = ["updates", "messages"]
+
+DEFAULT_MAX_CONVERSATIONS = 64
+"""Conversations a ``DocumentAssistant`` keeps by default; past it, the least recently used one goes."""
+DEFAULT_IDLE_SECONDS = 1800.0
+"""A conversation unused for this long (by default) is let go when the next one starts."""
 
 
 class AgentError(RuntimeError):
@@ -66,6 +73,10 @@ class DocumentAssistant:
     engine: "rapidocr" (default), "vlm" or "hybrid". ``max_image_tokens`` and ``max_tokens`` replace the
     tools' own image budgets and reply lengths. ``index_pages=False`` turns off the page index (the text of
     every page, for ``search_document`` and ``read_page_text``) of each conversation's store.
+
+    Conversations are bounded: at most ``max_conversations`` are kept (the least recently used one is let go
+    first), and one unused for ``idle_seconds`` is let go when a new one starts; a conversation with a run under
+    way is never let go. ``None`` lifts a bound.
     """
 
     def __init__(
@@ -83,12 +94,14 @@ class DocumentAssistant:
         ocr_engine: str = DEFAULT_OCR_ENGINE,
         max_image_tokens: int | None = None,
         max_tokens: int | None = None,
-        max_conversations: int | None = None,
-        idle_seconds: float | None = None,
+        max_conversations: int | None = DEFAULT_MAX_CONVERSATIONS,
+        idle_seconds: float | None = DEFAULT_IDLE_SECONDS,
         index_pages: bool = True,
     ):
         if ocr_engine not in OCR_ENGINES:
             raise ValueError(f"ocr_engine must be one of {', '.join(OCR_ENGINES)}; got {ocr_engine!r}.")
+        _check_bound("max_conversations", max_conversations, whole=True)
+        _check_bound("idle_seconds", idle_seconds, whole=False)
         model = planner_model(model, backend, base_url, api_key)
         self.model = model
         self.vlm = vlm or model
@@ -311,6 +324,14 @@ class _EventBuilder:
         return Answer(text.strip(), list(self.steps), stopped_early=stopped)
 
 
+def _check_bound(name: str, value: Any, whole: bool) -> None:
+    """A conversation bound is None (no bound) or a number above 0; ``ValueError`` naming it otherwise."""
+    kinds = int if whole else (int, float)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, kinds) or not value > 0):
+        what = "a whole number above 0" if whole else "a number of seconds above 0"
+        raise ValueError(f"{name} must be {what}, or None for no bound; got {value!r}.")
+
+
 def _take_turn(lock: threading.Lock, stop: CancelSignal | None) -> bool:
     """Acquire ``lock``, waiting as long as it takes unless the run is stopped meanwhile (then False)."""
     while not lock.acquire(timeout=0.1):
@@ -352,16 +373,23 @@ def new_thread_id() -> str:
     return uuid.uuid4().hex
 
 
-_default_assistants: dict[int, DocumentAssistant] = {}
+# Assistants of the module-level functions, most recently used last. Each keeps its planner alive, so a
+# program that passes a new model to every call must not keep them all: past this many, the oldest goes.
+_DEFAULT_ASSISTANTS = 4
+_default_assistants: OrderedDict[int, DocumentAssistant] = OrderedDict()
 _default_lock = threading.Lock()
 
 
 def default_assistant(model: BaseChatModel | None = None) -> DocumentAssistant:
-    """One shared assistant per planner model (threads of module-level ``ask``/``stream`` live there)."""
+    """The shared assistant of a planner model, where the conversations of module-level ``ask``/``stream`` live;
+    bounded like every ``DocumentAssistant`` (``DEFAULT_MAX_CONVERSATIONS``, ``DEFAULT_IDLE_SECONDS``)."""
     with _default_lock:
-        key = id(model)
+        key = id(model)  # the assistant holds the model, so the id stays its own while the entry lives
         if key not in _default_assistants:
             _default_assistants[key] = DocumentAssistant(model)
+            while len(_default_assistants) > _DEFAULT_ASSISTANTS:
+                _default_assistants.popitem(last=False)
+        _default_assistants.move_to_end(key)
         return _default_assistants[key]
 
 

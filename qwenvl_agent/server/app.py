@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from qwenvl_agent.agent import DocumentAssistant, event_to_dict
-from qwenvl_agent.agent.api import new_thread_id
+from qwenvl_agent.agent.api import DEFAULT_IDLE_SECONDS, DEFAULT_MAX_CONVERSATIONS, new_thread_id
 from qwenvl_agent.vlm import BusyError, ChatQwenVL, ImageInputError, QwenVLError
 from qwenvl_agent.vlm.errors import GenerationTimeout, PromptTooLongError
 from qwenvl_agent.vlm.images import load_image
@@ -63,8 +63,8 @@ class ServerSettings:
     max_pdf_pages: int = 20
     max_tokens: int = 2048
     max_waiting: int = 3
-    max_conversations: int = 64
-    conversation_idle_seconds: float = 1800.0
+    max_conversations: int = DEFAULT_MAX_CONVERSATIONS
+    conversation_idle_seconds: float = DEFAULT_IDLE_SECONDS
     ocr_engine: str = "rapidocr"
 
 

@@ -16,8 +16,9 @@ from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
@@ -28,9 +29,14 @@ from .generation import DEFAULT_MAX_IMAGE_TOKENS, GenerationSettings, Generation
 from .messages import to_qwen_messages
 from .openvino_export import check_weights
 from .runtime import DEFAULT_MODEL, ENGINES, VLMRuntime, load_runtime, resolve_dtype
-from .tool_calls import CLOSE, OPEN, THINK_END, ParsedCall, Reasoning, ReplySplitter, bare_calls
+from .tool_calls import CLOSE, OPEN, THINK_END, Reasoning, ReplySplitter
 
 _FORCED = ("any", "required")
+# The fields that decide what a reply says (not how fast it comes or what may be read to make it).
+_REPLY_SETTINGS = (
+    "model", "revision", "engine", "weights", "dtype", "max_tokens", "temperature", "top_p", "top_k", "sampling",
+    "repetition_penalty", "seed", "repetition_guard", "stop", "max_image_tokens", "min_image_tokens",
+)
 
 
 class ChatQwenVL(BaseChatModel):
@@ -146,18 +152,10 @@ class ChatQwenVL(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "revision": self.revision,
-            "engine": self.engine,
-            "weights": self.weights,
-            "dtype": self.dtype,
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "top_k": self.top_k,
-            "max_image_tokens": self.max_image_tokens,
-        }
+        """Every setting that can change a reply: LangChain's cache keys its answers by these."""
+        params = {name: getattr(self, name) for name in _REPLY_SETTINGS}
+        params["stop_sequences"] = params.pop("stop")  # LangChain puts a call's own ``stop`` under "stop"
+        return params
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(
@@ -201,8 +199,7 @@ class ChatQwenVL(BaseChatModel):
     ) -> Runnable:
         """Offer tools to the model. ``tool_choice``: None/"auto", "none", "any"/"required", or a tool name."""
         formatted = [convert_to_openai_tool(tool) for tool in tools]
-        names = [t["function"]["name"] for t in formatted]
-        choice = normalise_tool_choice(tool_choice, names)
+        choice = normalise_tool_choice(tool_choice, [t["function"]["name"] for t in formatted])
         return super().bind(tools=formatted, tool_choice=choice, **kwargs)
 
     def _stream(
@@ -212,7 +209,9 @@ class ChatQwenVL(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        for chunk, _ in self._chunks(messages, stop, run_manager, kwargs):
+        for chunk in self._chunks(messages, stop, kwargs):
+            if run_manager:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
 
     async def _astream(
@@ -222,28 +221,13 @@ class ChatQwenVL(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        """The generation runs in a worker thread; the event loop only awaits its chunks. Cancelling the task
-        (or closing the stream) stops the generation within a token or so and frees the model."""
-        async for chunk, _ in self._achunks(messages, stop, run_manager, kwargs):
+        """The generation runs in a worker thread (``WorkerRun``); the event loop only awaits its chunks.
+        Cancelling the task (or closing the stream) stops the generation within a token or so and frees the model."""
+        run = WorkerRun(lambda: self._chunks(messages, stop, kwargs), name="qwenvl-astream")
+        async for chunk in run.aiterate():
+            if run_manager:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
-
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        return self._result([item async for item in self._achunks(messages, stop, run_manager, kwargs)])
-
-    async def _achunks(self, messages, stop, run_manager, kwargs) -> AsyncIterator[tuple[ChatGenerationChunk, Any]]:
-        """``_chunks`` in a worker thread (``WorkerRun``); the event loop only awaits them."""
-        run = WorkerRun(lambda: self._chunks(messages, stop, None, kwargs), name="qwenvl-astream")
-        async for item in run.aiterate():
-            chunk, part = item
-            if run_manager and part is not None:
-                await run_manager.on_llm_new_token(part if isinstance(part, str) else "", chunk=chunk)
-            yield item
 
     def _generate(
         self,
@@ -252,49 +236,38 @@ class ChatQwenVL(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return self._result(list(self._chunks(messages, stop, run_manager, kwargs)))
+        """The merged stream: ``invoke`` and ``stream`` give the same reply by construction."""
+        return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
 
-    def _result(self, chunks: list[tuple[ChatGenerationChunk, Any]]) -> ChatResult:
-        """The whole reply as one message: answer text, reasoning, tool calls, usage."""
-        text = "".join(part for _, part in chunks if isinstance(part, str))
-        reasoning = "".join(part.text for _, part in chunks if isinstance(part, Reasoning))
-        calls = [part for _, part in chunks if isinstance(part, ParsedCall)]
-        last = chunks[-1][0].message
-        if calls:
-            text, _ = bare_calls(text, [c.name for c in calls if c.name])  # the calls' JSON is not the answer
-        message = AIMessage(
-            content=text.strip() if calls else text,
-            additional_kwargs={"reasoning_content": reasoning} if reasoning else {},
-            tool_calls=[c.as_tool_call() for c in calls if c.error is None],
-            invalid_tool_calls=[c.as_invalid_tool_call() for c in calls if c.error is not None],
-            usage_metadata=last.usage_metadata,
-            response_metadata=last.response_metadata,
-        )
-        return ChatResult(generations=[ChatGeneration(message=message, generation_info=chunks[-1][0].generation_info)])
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
 
-    def _chunks(self, messages, stop, run_manager, kwargs) -> Iterator[tuple[ChatGenerationChunk, Any]]:
-        """Generate, yielding each chunk with the piece it carries (answer text, ``Reasoning`` or a parsed tool
-        call); the last chunk (usage, finish reason) carries None."""
+    def _chunks(self, messages, stop, kwargs) -> Iterator[ChatGenerationChunk]:
+        """Generate, one chunk per piece of the reply (answer text, reasoning or a tool call), then a last chunk
+        with the usage and the finish reason."""
         model = kwargs.get("model", self.model)
         runtime = self._runtime_for(model)
         prompt, settings = self._request(messages, stop, kwargs)
-        splitter = ReplySplitter(thinking=runtime.opens_thinking)
-        calls, answer = 0, []
+        names = [tool["function"]["name"] for tool in prompt.tools or []]
+        splitter = ReplySplitter(thinking=runtime.opens_thinking, tool_names=names)
+        calls = 0
 
-        def emit(parts: list[Any]):
+        def emit(parts: list[Any]) -> Iterator[ChatGenerationChunk]:
             nonlocal calls
             for part in parts:
                 if isinstance(part, str):
-                    answer.append(part)
-                    chunk = ChatGenerationChunk(message=AIMessageChunk(content=part))
+                    yield ChatGenerationChunk(message=AIMessageChunk(content=part))
                 elif isinstance(part, Reasoning):
-                    chunk = ChatGenerationChunk(message=AIMessageChunk(content="", additional_kwargs={"reasoning_content": part.text}))
+                    yield ChatGenerationChunk(message=AIMessageChunk(content="", additional_kwargs={"reasoning_content": part.text}))
                 else:
-                    chunk = ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[part.as_chunk(calls)]))
+                    yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[part.as_chunk(calls)]))
                     calls += 1
-                if run_manager:
-                    run_manager.on_llm_new_token(part if isinstance(part, str) else "", chunk=chunk)
-                yield chunk, part
 
         forced, stats = prompt.assistant_prefix, []
         if forced and runtime.opens_thinking:
@@ -314,10 +287,7 @@ class ChatQwenVL(BaseChatModel):
             else:
                 yield from emit(splitter.feed(item))
         yield from emit(splitter.finish())
-        if not calls and prompt.tools:  # calls written as plain JSON, without their tags
-            _, found = bare_calls("".join(answer), [tool["function"]["name"] for tool in prompt.tools])
-            yield from emit(found)
-        yield self._last_chunk(_combined(stats), model, has_calls=calls > 0), None
+        yield self._last_chunk(_combined(stats), model, has_calls=calls > 0)
 
     def _last_chunk(self, stats: GenerationStats, model: str, has_calls: bool) -> ChatGenerationChunk:
         reason = "tool_calls" if has_calls and stats.finish_reason == "stop" else stats.finish_reason
@@ -359,10 +329,7 @@ class ChatQwenVL(BaseChatModel):
             allow_private=kwargs.get("allow_private_urls", self.allow_private_urls),
             local_files=kwargs.get("allow_local_files", self.allow_local_files),
         )
-        tools = kwargs.get("tools") or None
-        choice = kwargs.get("tool_choice")
-        if choice == "none":
-            tools = None
+        tools, choice = offered_tools(kwargs.get("tools"), kwargs.get("tool_choice"))
         prefix = forced_call_prefix(choice, tools) if tools else ""
         stops = list(stop if stop is not None else self.stop or [])
         if prefix:
@@ -421,19 +388,31 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def normalise_tool_choice(choice: dict | str | bool | None, names: list[str]) -> str | None:
-    """One of None, "auto", "none", "any", or a tool name; ``ValueError`` for anything else."""
+def offered_tools(tools: Sequence[Any] | None, choice: Any) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """The tools one call offers, in OpenAI's format, and its ``tool_choice`` normalised: the one way in for
+    tools and a choice given to ``bind_tools``, to ``bind`` or per call. "none" offers no tools."""
+    formatted = [convert_to_openai_tool(tool) for tool in tools or []]
+    choice = normalise_tool_choice(choice, [t["function"]["name"] for t in formatted])
+    return (formatted or None) if choice != "none" else None, choice
+
+
+def normalise_tool_choice(choice: Any, names: list[str]) -> str | None:
+    """None, "auto", "none", "any" or a tool name, from each form LangChain and OpenAI use: None/"auto",
+    "none"/False, "any"/"required"/True, a tool name, ``{"type": "function", "function": {"name": …}}``,
+    ``{"type": "tool", "name": …}`` or ``{"type": "any"}``. ``ValueError`` naming the value for anything else."""
+    given = choice
+    if isinstance(choice, dict):
+        function = choice.get("function")
+        choice = (function.get("name") if isinstance(function, dict) else None) or choice.get("name") or choice.get("type")
     if choice is None or choice == "auto":
-        return None if choice is None else "auto"
+        return choice
     if choice is True or choice in _FORCED:
         return "any"
     if choice is False or choice == "none":
         return "none"
-    if isinstance(choice, dict):
-        choice = (choice.get("function") or {}).get("name") or choice.get("name")
     if isinstance(choice, str) and choice in names:
         return choice
-    raise ValueError(f"tool_choice {choice!r} is not 'auto', 'none', 'any', 'required' or one of the tools {names}.")
+    raise ValueError(f"tool_choice {given!r} is not 'auto', 'none', 'any', 'required' or one of the tools {names}.")
 
 
 def forced_call_prefix(choice: str | None, tools: list[dict[str, Any]]) -> str:

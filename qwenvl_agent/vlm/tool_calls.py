@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,41 +92,108 @@ def parse_call(block: str) -> ParsedCall:
 
 # Where plain JSON may begin: a line opening with { or [, or a ```json fence before one.
 _JSON_LINE = re.compile(r"^[ \t]*(?:```(?:json)?[ \t]*\n[ \t]*)?[\[{]", re.M)
+# What a line can be while it is still being written and may yet become the start above.
+_JSON_LINE_SO_FAR = re.compile(r"[ \t]*(?:`{1,3}(?:j|js|jso|json)?[ \t]*(?:\n[ \t]*)?)?")
+_FENCES = ("```json", "```")
 
 
 def bare_calls(text: str, tool_names: list[str]) -> tuple[str, list[ParsedCall]]:
     """Calls a model wrote as plain JSON without their tags: the reply ends with one or more
     ``{"name": …, "arguments": …}`` objects (one after another, or in a list; fenced or not), each naming one
     of the tools. Returns the text before them and the calls, or the text unchanged and no calls."""
-    for start in _JSON_LINE.finditer(text):
-        calls = _calls_in(text[start.start():], tool_names)
-        if calls:
-            return text[: start.start()].rstrip(), calls
+    for start in _line_starts(text):
+        if _JSON_LINE.match(text, start):
+            calls = _calls_in(text[start:], tool_names)
+            if calls:
+                return text[:start].rstrip(), calls
     return text, []
 
 
-def _calls_in(tail: str, tool_names: list[str]) -> list[ParsedCall]:
-    body = re.sub(r"```(?:json)?", "", tail).strip()
-    if '"name"' not in body.replace("'", '"'):
-        return []
-    values: list[Any] = []
-    decoder, position = json.JSONDecoder(), 0
-    while position < len(body):
-        try:
-            value, position = decoder.raw_decode(body, position)
-        except RecursionError:
+def bare_call_start(text: str, tool_names: list[str], start: int = 0) -> int | None:
+    """For a reply still being written: the first line start from ``start`` on where calls written as plain
+    JSON may begin (the rest of the reply is such calls so far, or may still become them), else None.
+
+    A line start it passes over can never begin such calls, however the reply goes on: what comes before the
+    result can be shown as answer text at once."""
+    for line in _line_starts(text, start):
+        rest = text[line:]
+        if _JSON_LINE_SO_FAR.fullmatch(rest):
+            return line
+        if _JSON_LINE.match(rest) and _calls_in(rest, tool_names, partial=True) is None:
+            return line
+    return None
+
+
+def _line_starts(text: str, start: int = 0) -> Iterator[int]:
+    if start == 0 or text[start - 1 : start] == "\n":
+        yield start
+    position = text.find("\n", start)
+    while position >= 0:
+        yield position + 1
+        position = text.find("\n", position + 1)
+
+
+def _calls_in(tail: str, tool_names: list[str], partial: bool = False) -> list[ParsedCall] | None:
+    """The calls that ``tail`` consists of: JSON values separated by blanks, commas or code fences, each a call
+    of one of the tools (or a list of them); [] if it is anything else. With ``partial`` (a reply still being
+    written), None while it is calls so far and may go on: an unfinished value, or only calls yet."""
+    calls: list[ParsedCall] = []
+    position = 0
+    while True:
+        position = _skip_separators(tail, position, partial)
+        if position is None:
+            return None
+        if position >= len(tail):
+            return None if partial else calls
+        if tail[position] not in "{[":
             return []
-        except ValueError:  # written loosely (single quotes, trailing commas): repair this value only
-            end, _, _ = json_value_span(body, position)
-            value, position = _lenient_json(body[position:end]), end
-        values.extend(value if isinstance(value, list) else [value])
-        while position < len(body) and body[position] in " \t\r\n,":
+        end, quote, closers = json_value_span(tail, position)
+        if partial and (quote or closers):
+            return None
+        found = _as_calls(_json_value(tail[position:end]), tool_names)
+        if not found:
+            return []
+        calls += found
+        position = end
+
+
+def _skip_separators(text: str, position: int, partial: bool) -> int | None:
+    """Past the blanks, commas and code fences at ``position``; None where a fence may still be being written."""
+    while position < len(text):
+        if text[position] in " \t\r\n,":
             position += 1
+        elif partial and _FENCES[0].startswith(text[position:]):
+            return None
+        else:
+            fence = next((f for f in _FENCES if text.startswith(f, position)), None)
+            if fence is None:
+                break
+            position += len(fence)
+    return position
+
+
+def _json_value(text: str) -> Any:
+    """``text`` as JSON, repaired if written loosely (single quotes, trailing commas, a missing brace); None
+    if even that fails (nested deeper than Python recurses)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        return None
+    except ValueError:  # not JSON as written (or an integer of thousands of digits): repair it
+        pass
+    try:
+        return json_repair.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _as_calls(value: Any, tool_names: list[str]) -> list[ParsedCall]:
+    """A call (or a list of calls) of one of the tools, as ``ParsedCall``s; [] if it is anything else."""
     calls = []
-    for value in values:
-        if not isinstance(value, dict):
+    for item in value if isinstance(value, list) else [value]:
+        if not isinstance(item, dict):
             return []
-        call = parse_call(json.dumps(value, ensure_ascii=False))
+        call = parse_call(json.dumps(item, ensure_ascii=False))
         if call.error is not None or call.name not in tool_names:
             return []
         calls.append(call)
@@ -159,17 +227,8 @@ def json_value_span(text: str, start: int) -> tuple[int, str, str]:
 
 
 def _lenient_json(text: str) -> Any:
-    """``text`` as JSON, repaired if need be; None if even that fails (nested deeper than Python recurses)."""
-    try:
-        return json.loads(_FENCE.sub("", text))
-    except RecursionError:
-        return None
-    except ValueError:  # not JSON as written (or an integer of thousands of digits): repair it
-        pass
-    try:
-        return json_repair.loads(text)
-    except (ValueError, RecursionError):
-        return None
+    """``text`` as JSON once its code fences are dropped, repaired if need be (see ``_json_value``)."""
+    return _json_value(_FENCE.sub("", text))
 
 
 def _decode_arguments(args: Any) -> Any:
@@ -260,12 +319,18 @@ class Reasoning:
 class ReplySplitter:
     """Splits a streamed reply into ``Reasoning`` pieces (for a Thinking model, whose reply opens inside
     ``<think>``, everything up to ``</think>``), then answer text and ``ParsedCall``s. A tool call written
-    inside the reasoning stays reasoning: it is thought about, not made."""
+    inside the reasoning stays reasoning: it is thought about, not made.
 
-    def __init__(self, thinking: bool = False) -> None:
+    With ``tool_names``, calls of those tools written as plain JSON (``bare_calls``) are calls too. Text that
+    may still turn out to be such calls is held back until that is known, so a call never goes out as answer
+    text; so are blanks, which go out with the text after them (the blanks around calls are not the answer).
+    The pieces of a whole reply are the same however it was fed."""
+
+    def __init__(self, thinking: bool = False, tool_names: Sequence[str] = ()) -> None:
         self.thinking = thinking
         self.reasoning = ""
         self._calls = ToolCallSplitter()
+        self._answer_text = _HeldText(list(tool_names))
         self._held = ""
         self._strip_newlines = thinking  # the answer follows "</think>" after a blank line
 
@@ -288,7 +353,7 @@ class ReplySplitter:
         if self.thinking:  # the reply ended while still reasoning
             held, self._held = self._held, ""
             return self._reason(held)
-        return self._calls.finish()
+        return self._answer_text.finish(self._calls.finish())
 
     def _reason(self, text: str) -> list[Reasoning]:
         self.reasoning += text
@@ -298,4 +363,62 @@ class ReplySplitter:
         if self._strip_newlines:
             text = text.lstrip("\n")
             self._strip_newlines = not text
-        return self._calls.feed(text) if text else []
+        return self._answer_text.add(self._calls.feed(text)) if text else []
+
+
+class _HeldText:
+    """The answer's text and tagged calls on their way out (see ``ReplySplitter``)."""
+
+    def __init__(self, tool_names: list[str]) -> None:
+        self.tool_names = tool_names
+        self.text = ""  # all the answer's text so far
+        self.sent = 0  # how much of it has gone out
+        self.checked = 0  # bare calls cannot begin before this
+        self.called = False  # a tagged call came: plain JSON after it is text
+        self.shown = False
+
+    def add(self, parts: list[str | ParsedCall]) -> list[str | ParsedCall]:
+        out: list[str | ParsedCall] = []
+        for part in parts:
+            if isinstance(part, str):
+                self.text += part
+                continue
+            out += self._release(len(self.text))
+            if not self.shown:  # only blanks before the first call: not part of the answer
+                self.sent = len(self.text)
+            self.called = True
+            out.append(part)
+        return out + self._release(self._hold_from())
+
+    def finish(self, parts: list[str | ParsedCall]) -> list[str | ParsedCall]:
+        out = self.add(parts)
+        if not self.called and self.tool_names:
+            before, calls = bare_calls(self.text, self.tool_names)
+            if calls:
+                self.called = True
+                out += self._release(len(before)) + calls
+                self.sent = len(self.text)
+        rest = self.text[self.sent :]
+        self.sent = len(self.text)
+        rest = rest.rstrip() if self.called else rest
+        return out + ([rest] if rest else [])
+
+    def _hold_from(self) -> int:
+        if self.called or not self.tool_names:
+            return len(self.text)
+        start = bare_call_start(self.text, self.tool_names, self.checked)
+        self.checked = len(self.text) if start is None else start
+        return self.checked
+
+    def _release(self, end: int) -> list[str]:
+        """The text up to ``end`` that has not gone out yet, but for its trailing blanks."""
+        piece = self.text[self.sent : end]
+        if self.called and not self.shown:  # blanks between a call and the first words are not the answer
+            self.sent += len(piece) - len(piece.lstrip())
+            piece = piece.lstrip()
+        piece = piece.rstrip()
+        if not piece:
+            return []
+        self.sent += len(piece)
+        self.shown = True
+        return [piece]
