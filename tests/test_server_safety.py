@@ -246,4 +246,5 @@ def test_two_requests_on_one_conversation_run_one_after_the_other(served):
         first.join(60)
         second.join(60)
     holder.join(10)
-    assert received["a"][-1] == "Answer" and received["b"] == ["Thread", "StepStarted", "Answer"], received
+    assert received["a"][-1] == "Answer" and received["b"][:2] == ["Thread", "StepStarted"], received
+    assert received["b"][-1] == "Answer", received
