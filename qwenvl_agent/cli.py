@@ -313,7 +313,8 @@ def _serve(args: argparse.Namespace) -> int:
         allow_remote_images=args.allow_remote_images, allow_local_files=args.allow_local_files,
         max_body_mb=args.max_body_mb, max_images=args.max_images, max_image_pixels=args.max_image_pixels,
         max_pdf_pages=args.max_pdf_pages, max_tokens=args.max_tokens, max_waiting=args.max_waiting,
-        ocr_engine=args.ocr_engine, allowed_hosts=tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip()),
+        ocr_engine=args.ocr_engine, max_new_tokens=args.max_new_tokens, max_image_tokens=args.max_image_tokens,
+        allowed_hosts=tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip()),
     )
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"warning: serving on {args.host} without --api-key: anyone who can reach it can use it.", file=sys.stderr)

@@ -83,6 +83,8 @@ class ServerSettings:
     max_conversations: int = 64
     conversation_idle_seconds: float = 1800.0
     ocr_engine: str = "rapidocr"
+    max_new_tokens: int | None = None  # the agent's longest reply per step; None: the model's default
+    max_image_tokens: int | None = None  # visual tokens per image at most; None: the model's default
     host: str = "127.0.0.1"  # the address served: a Host header naming it is accepted
     allowed_hosts: tuple[str, ...] = ()  # more Host names to accept; "*": any
 
@@ -301,6 +303,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
         max_waiting=settings.max_waiting,
         allow_remote_images=False,  # images reach the model decoded, by the rules below
         allow_local_files=False,
+        **({"max_tokens": settings.max_new_tokens} if settings.max_new_tokens else {}),
+        **({"max_image_tokens": settings.max_image_tokens} if settings.max_image_tokens else {}),
     )
     loader = _ModelLoader(llm)
 
@@ -318,6 +322,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
         ocr_engine=settings.ocr_engine,
         max_conversations=settings.max_conversations,
         idle_seconds=settings.conversation_idle_seconds,
+        max_image_tokens=settings.max_image_tokens,
+        max_tokens=settings.max_new_tokens,
     )
     conversations = _Conversations(assistant)
     admission = _Admission(1 + settings.max_waiting)

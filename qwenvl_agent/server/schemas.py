@@ -201,4 +201,11 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return responses
 
 
-SSE = {"text/event-stream": {"schema": {"type": "string", "description": "Server-sent events; the last is data: [DONE]"}}}
+# One server-sent event (OpenAPI 3.1 has the schema of an event stream describe each event): its data is one
+# JSON object (a chunk, or an agent event), and the last event's data is [DONE].
+SSE = {"text/event-stream": {"schema": {
+    "type": "object",
+    "properties": {"data": {"type": "string", "description": "A JSON object; the last event: [DONE]"},
+                   "event": {"type": "string"}, "id": {"type": "string"}, "retry": {"type": "integer"}},
+    "required": ["data"],
+}}}
