@@ -248,3 +248,49 @@ def test_two_requests_on_one_conversation_run_one_after_the_other(served):
     holder.join(10)
     assert received["a"][-1] == "Answer" and received["b"][:2] == ["Thread", "StepStarted"], received
     assert received["b"][-1] == "Answer", received
+
+
+def test_the_openapi_schema_describes_every_route_with_models(served):
+    spec = httpx.get(f"{served.url}/openapi.json", timeout=10).json()
+    paths = spec["paths"]
+    assert set(paths) == {"/health", "/v1/models", "/v1/chat/completions", "/v1/agent"}
+    error = {"$ref": "#/components/schemas/ErrorResponse"}
+    for path, model in (("/v1/chat/completions", "ChatCompletionRequest"), ("/v1/agent", "AgentRequest")):
+        operation = paths[path]["post"]
+        assert operation["requestBody"]["required"] is True
+        assert operation["requestBody"]["content"]["application/json"]["schema"] == {"$ref": f"#/components/schemas/{model}"}
+        for status in ("400", "401", "413", "415", "503", "default"):
+            assert operation["responses"][status]["content"]["application/json"]["schema"] == error, (path, status)
+        assert "422" not in operation["responses"]
+        assert "text/event-stream" in operation["responses"]["200"]["content"]
+    completion = paths["/v1/chat/completions"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert completion == {"$ref": "#/components/schemas/ChatCompletion"}
+    assert paths["/v1/agent"]["post"]["responses"]["404"]["content"]["application/json"]["schema"] == error
+    assert paths["/health"]["get"]["responses"]["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Health"}
+    assert paths["/v1/models"]["get"]["responses"]["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ModelList"}
+    request = spec["components"]["schemas"]["ChatCompletionRequest"]
+    assert request["required"] == ["messages"] and {"messages", "max_tokens", "tools", "stream"} <= set(request["properties"])
+
+
+@pytest.mark.parametrize("body, param, message", [
+    ({"messages": [{"role": "user", "content": "x"}], "max_tokens": "5"}, "max_tokens", "max_tokens: Input should be a valid integer."),
+    ({"messages": [{"role": "user", "content": "x"}], "stream": "yes"}, "stream", "stream: Input should be a valid boolean."),
+    ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role",
+     "messages[0].role: Input should be 'system', 'developer', 'user', 'assistant' or 'tool'."),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages[0].content[0].image_url",
+     "messages[0].content[0].image_url: Field required."),
+    ({}, "messages", "messages: Field required."),
+])
+def test_a_body_outside_the_schema_is_a_400_naming_the_field(served, body, param, message):
+    reply = httpx.post(f"{served.url}/v1/chat/completions", json=body, headers=auth(), timeout=30)
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"] == {"message": message, "type": "invalid_request_error", "param": param, "code": None}
+
+
+def test_a_body_that_is_not_json_is_a_400(served):
+    for content in (b"{not json", b"[1, 2]"):
+        reply = httpx.post(f"{served.url}/v1/chat/completions", content=content, timeout=30,
+                           headers=auth() | {"Content-Type": "application/json"})
+        assert reply.status_code == 400 and reply.json()["error"]["type"] == "invalid_request_error", reply.text
+    assert httpx.post(f"{served.url}/v1/chat/completions", content=b"{not json", timeout=30,
+                      headers={"Content-Type": "application/json"}).status_code == 401  # the key is checked first

@@ -37,7 +37,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from PIL import Image
@@ -98,8 +98,8 @@ LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
 class _Guard:
     """What is checked before any route runs, as a plain ASGI middleware: the ``Host`` header (against DNS
-    rebinding), ``Content-Type: application/json`` on a body, and the body's size, by its declared length or
-    as it arrives (413). The body is read here, up to the limit, and handed on; after it the request's receive
+    rebinding), the API key (every route but ``/health`` and the schema), ``Content-Type: application/json``
+    on a body, and the body's size, by its declared length or as it arrives (413). The body is read here, up to the limit, and handed on; after it the request's receive
     channel is left as it is, so a client's disconnect is seen."""
 
     def __init__(self, app, settings: ServerSettings):
@@ -110,6 +110,7 @@ class _Guard:
             allowed.add(f"[{settings.host}]" if ":" in settings.host else settings.host.lower())
         self.any_host = "*" in allowed
         self.allowed = allowed
+        self.keys = [f"Bearer {key}".encode() for key in settings.keys()]
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -143,6 +144,11 @@ class _Guard:
             message = (f"The Host header {host!r} is not one this server answers to; start it with "
                        f"--allowed-hosts {host or 'NAME'} to allow it.")
             return JSONResponse(error_body(message, code="invalid_host"), status_code=400)
+        if self.keys and scope["path"] not in ("/health", "/openapi.json"):
+            given = headers.get(b"authorization", b"")
+            if not any([secrets.compare_digest(given, key) for key in self.keys]):
+                return JSONResponse(error_body("A valid API key is required: Authorization: Bearer <key>.",
+                                               "authentication_error", code="invalid_api_key"), status_code=401)
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
             return _too_large(self.max_bytes)
@@ -286,15 +292,6 @@ def _releasing(stream: AsyncIterator[str], release: Callable[[], None]) -> Async
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
-    keys = [f"Bearer {key}".encode() for key in settings.keys()]
-
-    async def authorise(request: Request) -> None:
-        if keys and request.url.path != "/health":
-            given = request.headers.get("authorization", "").encode()
-            if not any([secrets.compare_digest(given, key) for key in keys]):
-                raise RequestError("A valid API key is required: Authorization: Bearer <key>.", status=401,
-                                   kind="authentication_error", code="invalid_api_key")
-
     llm = ChatQwenVL(
         model=settings.model,
         engine=settings.engine,
@@ -313,8 +310,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         loader.start()  # in its own thread: the server answers (/health: "loading") while the model loads
         yield
 
-    app = FastAPI(title="qwenvl-agent", version="0.1.0", docs_url=None, redoc_url=None, lifespan=lifespan,
-                  dependencies=[Depends(authorise)])
+    app = FastAPI(title="qwenvl-agent", version="0.1.0", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.add_middleware(_Guard, settings=settings)
     assistant = DocumentAssistant(
         llm,
@@ -440,12 +436,19 @@ def _validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
     """A request body's validation errors as one message and the field it names (``messages[0].content``),
     from the most specific error (pydantic reports one per member of a union)."""
     error = max(errors, key=lambda e: len(e.get("loc") or ()))
-    param = ""
+    param, tagged, after_index = "", False, False
     for part in error.get("loc") or ():
         if isinstance(part, int):
             param += f"[{part}]"
+            after_index = True
+            continue
+        if tagged and after_index:  # the member of a tagged union, named by its tag ("image_url")
+            tagged = False
+        elif "tagged-union[" in part:
+            tagged = True
         elif part != "body" and part.isidentifier() and part[:1].islower() and part not in _TYPE_NAMES:
             param += f".{part}" if param else part
+        after_index = False
     if error.get("type") in ("union_tag_invalid", "union_tag_not_found"):
         param += ".type"
     if error.get("type") == "extra_forbidden":
