@@ -23,7 +23,7 @@ def fuzzed_server(tiny_model, tmp_path_factory):
                  "--max-pdf-pages", "2", "--max-images", "2"]
     url = f"http://127.0.0.1:{port}"
     with qwenvl_process(arguments, log, f"{url}/health") as process:
-        yield process, url
+        yield process, url, log
 
 
 @pytest.mark.parametrize("mode", ["positive", "negative"])
@@ -32,7 +32,7 @@ def test_every_route_answers_within_its_schema(fuzzed_server, mode):
     from schemathesis.generation.modes import GenerationMode
     from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-    _, url = fuzzed_server
+    _, url, _ = fuzzed_server
     api = schemathesis.openapi.from_url(f"{url}/openapi.json")
     operations = [result.ok() for result in api.get_all_operations()]
     assert {f"{o.method.upper()} {o.path}" for o in operations} == ROUTES
@@ -51,8 +51,9 @@ def test_every_route_answers_within_its_schema(fuzzed_server, mode):
 
 
 def test_the_server_still_serves_after_the_fuzzing(fuzzed_server):
-    process, url = fuzzed_server
+    process, url, log = fuzzed_server
     reply = httpx.post(f"{url}/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
                        timeout=60)
     assert reply.status_code == 200 and process.poll() is None
     assert httpx.get(f"{url}/health", timeout=5).json()["status"] == "ok"
+    assert "is ready (engine torch" in log.read_text()  # the start-up load, in the log

@@ -136,6 +136,26 @@ def test_the_agent_applies_the_pixel_cap_as_chat_completions_does(served):
     assert "above this server's limit of 10,000" in chat.json()["error"]["message"]
     assert "above this server's limit of 10,000" in agent.json()["error"]["message"]
     assert agent.json()["error"]["param"] == "images[0]"
+    huge_page = httpx.post(f"{served.url}/v1/agent", headers=auth(), timeout=30,
+                           json={"question": "What is this?", "images": [data_url(pdf_page(200, 200), "application/pdf")]})
+    assert huge_page.status_code == 400 and huge_page.json()["error"]["param"] == "images[0]", huge_page.text
+    assert huge_page.json()["error"]["message"] == ("images[0]: page 1 is 400x400 pixels at 144 dpi, above this "
+                                                    "server's limit of 10,000.")
+    with scripted_replies(served.runtime, ["A blank page."]):
+        small = agent_events(served, {"question": "What is this?", "images": [data_url(pdf_page(36, 36), "application/pdf")]})
+    assert small[-1]["text"] == "A blank page."
+
+
+def pdf_page(width_points: float, height_points: float) -> bytes:
+    import io
+
+    import pypdfium2 as pdfium
+
+    document = pdfium.PdfDocument.new()
+    document.new_page(width_points, height_points)
+    buffer = io.BytesIO()
+    document.save(buffer)
+    return buffer.getvalue()
 
 
 def test_a_foreign_host_header_is_refused_and_allowed_hosts_admits_it(served, tiny_model):

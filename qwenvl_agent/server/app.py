@@ -594,6 +594,12 @@ def _check_pixels(data: bytes, where: str, limit: int, dpi: int) -> None:
 def run(settings: ServerSettings, host: str = "127.0.0.1", port: int = 8000) -> None:
     import uvicorn
 
+    package_log = logging.getLogger("qwenvl_agent")
+    if not package_log.handlers:  # the model's loading progress belongs in the server's log
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        package_log.addHandler(handler)
+        package_log.setLevel(logging.INFO)
     app = create_app(dataclasses.replace(settings, host=host))
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
 
