@@ -195,7 +195,8 @@ class _ModelLoader:
             runtime = self.llm.runtime
         except Exception as exc:  # noqa: BLE001 - any failure is reported by /health and by requests
             log.exception("The model %s could not be loaded", self.llm.model)
-            self.error, self.status = f"{type(exc).__name__}: {exc}" if not isinstance(exc, QwenVLError) else str(exc), "error"
+            self.error = str(exc) if isinstance(exc, QwenVLError) else f"{type(exc).__name__}: {exc}"
+            self.status = "error"
             return
         log.info("Model %s is ready (engine %s, %s).", self.llm.model, runtime.engine_name, runtime.dtype)
         self.status = "ok"
@@ -219,7 +220,9 @@ class _Conversations:
         self._lock = threading.Lock()
 
     def new(self, owner: str) -> str:
+        """A new conversation of ``owner``, kept by the assistant from now on; its id."""
         thread_id = secrets.token_urlsafe(24)
+        self.assistant.store(thread_id)  # created before it is registered, so no other request prunes it
         with self._lock:
             for known in [t for t in self._owners if not self.assistant.has_conversation(t)]:
                 del self._owners[known]  # the assistant let it go (idle, or past its count)
@@ -389,7 +392,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         files = await asyncio.to_thread(_files, body.images, settings, assistant.dpi)
         _refuse_when_full(llm)
         release = admission.enter()
-        thread_id = body.thread_id or conversations.new(owner)
+        thread_id = body.thread_id or await asyncio.to_thread(conversations.new, owner)
         try:
             await asyncio.to_thread(assistant.add_images, files, thread_id)
         except (QwenVLError, ValueError) as exc:
