@@ -286,8 +286,9 @@ def test_the_openapi_schema_describes_every_route_with_models(served):
     completion = paths["/v1/chat/completions"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert completion == {"$ref": "#/components/schemas/ChatCompletion"}
     assert paths["/v1/agent"]["post"]["responses"]["404"]["content"]["application/json"]["schema"] == error
-    assert paths["/health"]["get"]["responses"]["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Health"}
-    assert paths["/v1/models"]["get"]["responses"]["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ModelList"}
+    for path, model in (("/health", "Health"), ("/v1/models", "ModelList")):
+        answer = paths[path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert answer == {"$ref": f"#/components/schemas/{model}"}
     request = spec["components"]["schemas"]["ChatCompletionRequest"]
     assert request["required"] == ["messages"] and {"messages", "max_tokens", "tools", "stream"} <= set(request["properties"])
 

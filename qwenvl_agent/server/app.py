@@ -99,8 +99,9 @@ LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 class _Guard:
     """What is checked before any route runs, as a plain ASGI middleware: the ``Host`` header (against DNS
     rebinding), the API key (every route but ``/health`` and the schema), ``Content-Type: application/json``
-    on a body, and the body's size, by its declared length or as it arrives (413). The body is read here, up to the limit, and handed on; after it the request's receive
-    channel is left as it is, so a client's disconnect is seen."""
+    on a body, and the body's size, by its declared length or as it arrives (413). The body is read here, up
+    to the limit, and handed on; after it the request's receive channel is left as it is, so a client's
+    disconnect is seen."""
 
     def __init__(self, app, settings: ServerSettings):
         self.app = app
