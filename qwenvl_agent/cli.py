@@ -318,6 +318,9 @@ def _serve(args: argparse.Namespace) -> int:
     )
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"warning: serving on {args.host} without --api-key: anyone who can reach it can use it.", file=sys.stderr)
+    if args.host in ("0.0.0.0", "::") and not settings.allowed_hosts:
+        print("note: only requests whose Host is localhost, 127.0.0.1 or [::1] are answered; name the others clients "
+              "use with --allowed-hosts (against DNS rebinding).", file=sys.stderr)
     print(f"Serving {args.model} on http://{args.host}:{args.port}/v1 (the model loads now; /health says when it is ready)", file=sys.stderr, flush=True)
     run(settings, host=args.host, port=args.port)
     return 0
