@@ -180,11 +180,17 @@ def test_a_foreign_host_header_is_refused_and_allowed_hosts_admits_it(served, ti
         anything.stop()
 
 
-def test_the_cli_takes_allowed_hosts():
-    from qwenvl_agent.cli import _parser
+def test_qwenvl_serve_hands_allowed_hosts_and_several_keys_to_the_server(monkeypatch):
+    from qwenvl_agent import cli
+    from qwenvl_agent.server import app as app_module
 
-    args = _parser().parse_args(["serve", "--allowed-hosts", "a.example, b.example"])
-    assert args.allowed_hosts == "a.example, b.example"
+    started = []
+    monkeypatch.setattr(app_module, "run", lambda settings, host, port: started.append((settings, host)))
+    assert cli.main(["serve", "--model", "some/model", "--host", "0.0.0.0", "--allowed-hosts", "a.example, b.example",
+                     "--api-key", "one,two"]) == 0
+    settings, host = started[0]
+    assert settings.allowed_hosts == ("a.example", "b.example") and host == "0.0.0.0"
+    assert settings.keys() == ["one", "two"]
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/agent"])
