@@ -64,7 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     _model_options(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--api-key", default=os.environ.get("QWENVL_API_KEY"), help="require 'Authorization: Bearer KEY' (or $QWENVL_API_KEY)")
+    serve.add_argument("--api-key", default=os.environ.get("QWENVL_API_KEY"),
+                       help="require 'Authorization: Bearer KEY' (or $QWENVL_API_KEY); several keys: comma-separated, "
+                            "each with conversations of its own")
+    serve.add_argument("--allowed-hosts", default="", metavar="HOSTS",
+                       help="Host header names to answer besides localhost, 127.0.0.1, [::1] and --host: comma-separated, "
+                            "'*' for any (against DNS rebinding; needed when serving on 0.0.0.0 or behind a proxy)")
     serve.add_argument("--allow-remote-images", action="store_true", help="fetch http(s) image URLs (public addresses only)")
     serve.add_argument("--allow-local-files", metavar="DIR", help="let requests name image files inside DIR")
     serve.add_argument("--max-waiting", type=int, default=3, help="requests that may queue behind the running one (default 3)")
@@ -308,11 +313,15 @@ def _serve(args: argparse.Namespace) -> int:
         allow_remote_images=args.allow_remote_images, allow_local_files=args.allow_local_files,
         max_body_mb=args.max_body_mb, max_images=args.max_images, max_image_pixels=args.max_image_pixels,
         max_pdf_pages=args.max_pdf_pages, max_tokens=args.max_tokens, max_waiting=args.max_waiting,
-        ocr_engine=args.ocr_engine,
+        ocr_engine=args.ocr_engine, max_new_tokens=args.max_new_tokens, max_image_tokens=args.max_image_tokens,
+        allowed_hosts=tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip()),
     )
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"warning: serving on {args.host} without --api-key: anyone who can reach it can use it.", file=sys.stderr)
-    print(f"Serving {args.model} on http://{args.host}:{args.port}/v1 (the model loads on the first request)", file=sys.stderr, flush=True)
+    if args.host in ("0.0.0.0", "::") and not settings.allowed_hosts:
+        print("note: only requests whose Host is localhost, 127.0.0.1 or [::1] are answered; name the others clients "
+              "use with --allowed-hosts (against DNS rebinding).", file=sys.stderr)
+    print(f"Serving {args.model} on http://{args.host}:{args.port}/v1 (the model loads now; /health says when it is ready)", file=sys.stderr, flush=True)
     run(settings, host=args.host, port=args.port)
     return 0
 

@@ -59,7 +59,7 @@ def server_process(tiny_model, tmp_path_factory):
     scratch = tmp_path_factory.mktemp("server-tmp")
     log = tmp_path_factory.mktemp("server-log") / "serve.log"
     arguments = ["serve", "--model", tiny_model, "--engine", "torch", "--port", str(port), "--max-pdf-pages", "2",
-                 "--max-new-tokens", "8"]
+                 "--max-new-tokens", "8", "--max-body-mb", "10"]
     url = f"http://127.0.0.1:{port}"
     with qwenvl_process(arguments, log, f"{url}/health", env={"TMPDIR": str(scratch)}) as process:
         yield process, url, scratch
@@ -83,8 +83,10 @@ def test_the_server_refuses_bad_files_with_4xx_and_keeps_serving(server_process)
             assert reply.json()["error"]["message"]
     over_cap = httpx.post(f"{url}/v1/agent", json={"question": "What?", "images": [data_url(pdf_bytes(3), "x.pdf")]}, timeout=60)
     assert over_cap.status_code == 400 and "limit" in over_cap.json()["error"]["message"]
-    huge = ask(url, [{"type": "text", "text": "word " * 1_500_000}])
-    assert huge.status_code in (400, 413)
+    huge = ask(url, [{"type": "text", "text": "word " * 1_500_000}])  # 7.5 MB: under the body limit, over the context
+    assert huge.status_code == 400 and huge.json()["error"]["code"] == "context_length_exceeded", huge.text
+    too_big = ask(url, [{"type": "text", "text": "word " * 2_200_000}])  # 11 MB: over the 10 MB body limit
+    assert too_big.status_code == 413 and too_big.json()["error"]["message"] == "The request body is larger than this server's limit of 10 MB."
     assert ask(url, "Still there?").status_code == 200 and process.poll() is None
     assert list(scratch.iterdir()) == [], "the server left temporary files"
 

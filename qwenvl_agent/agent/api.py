@@ -118,6 +118,11 @@ class DocumentAssistant:
         self._conversations: dict[str, _Conversation] = {}
         self._lock = threading.Lock()
 
+    def has_conversation(self, thread_id: str) -> bool:
+        """Whether conversation ``thread_id`` is still kept (not yet let go for being idle or past the count)."""
+        with self._lock:
+            return thread_id in self._conversations
+
     def store(self, thread_id: str) -> ImageStore:
         """The images of conversation ``thread_id`` (created empty on first use)."""
         return self._conversation(thread_id).store

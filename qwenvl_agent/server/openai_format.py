@@ -17,11 +17,13 @@ from PIL import Image
 class RequestError(ValueError):
     """A request the server will not run; ``param`` names the field."""
 
-    def __init__(self, message: str, param: str | None = None, status: int = 400, kind: str = "invalid_request_error"):
+    def __init__(self, message: str, param: str | None = None, status: int = 400, kind: str = "invalid_request_error",
+                 code: str | None = None):
         super().__init__(message)
         self.param = param
         self.status = status
         self.kind = kind
+        self.code = code
 
 
 def error_body(message: str, kind: str = "invalid_request_error", param: str | None = None, code: str | None = None) -> dict:
