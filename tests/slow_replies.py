@@ -10,9 +10,11 @@ from collections.abc import Iterator, Sequence
 from qwenvl_agent.vlm.testing import scripted_replies
 
 
-def story(lines: int) -> str:
-    """A reply of numbered sentences: no cycle for the repetition guard to cut, and easy to check in full."""
-    return " ".join(f"Line {number} of the story." for number in range(1, lines + 1))
+def story(lines: int, which: str = "") -> str:
+    """A reply of numbered sentences ("Line 1 of the first story. …"): no cycle for the repetition guard to
+    cut, and easy to check in full."""
+    name = f"the {which} story" if which else "the story"
+    return " ".join(f"Line {number} of {name}." for number in range(1, lines + 1))
 
 
 class _Pause:
