@@ -18,9 +18,9 @@ from qwenvl_agent.ui import state
 
 settings = state.launch_settings()
 runtime = state.shared_runtime(settings.model, settings.dtype, settings.engine, settings.weights)
-if not getattr(runtime, "scripted_for_tests", False):  # once per process: every session shares the script
-    runtime.scripted_for_tests = True
+if not hasattr(runtime, "scripted_for_tests"):  # once per process: every session shares the script
     replies = json.loads(os.environ.get("QWENVL_TEST_REPLIES", "[]"))
     seconds = float(os.environ.get("QWENVL_TEST_TOKEN_SECONDS", "0"))
-    contextlib.ExitStack().enter_context(slow_replies(runtime, replies, seconds))
+    runtime.scripted_for_tests = contextlib.ExitStack()  # kept with the model: the script lasts as long
+    runtime.scripted_for_tests.enter_context(slow_replies(runtime, replies, seconds))
 runpy.run_path(str(state.__file__).replace("state.py", "app.py"), run_name="__main__")
