@@ -182,7 +182,7 @@ def test_an_answer_goes_on_while_a_file_is_attached_and_stop_ends_an_answer(tiny
         page.screenshot(path=str(SCREENSHOT.with_name("ui-attach-mid-answer.png")))
         expect(page.get_by_test_id("stChatInputTextArea")).to_be_disabled()  # one answer at a time
 
-        expect(first.get_by_test_id("stExpander")).to_contain_text("Answered without tools", timeout=240_000)
+        expect(first).to_contain_text("Answered without tools", timeout=240_000)
         expect(answer).to_have_text(FIRST)
         expect(first).not_to_contain_text("stopped")
         expect(stop_button).to_have_count(0)  # nothing left to stop
@@ -215,9 +215,9 @@ def test_the_busy_note_goes_once_both_answers_have_ended(tiny_model, tmp_path):
         second = send(expect, two, "Me too.")
         expect(second).to_contain_text("in the queue")
 
-        expect(first.get_by_test_id("stExpander")).to_contain_text("Answered without tools", timeout=240_000)
+        expect(first).to_contain_text("Answered without tools", timeout=240_000)
         expect(first.locator(ANSWER).last).to_have_text(FIRST)
-        expect(second.get_by_test_id("stExpander")).to_contain_text("Answered without tools", timeout=240_000)
+        expect(second).to_contain_text("Answered without tools", timeout=240_000)
         expect(second.locator(ANSWER).last).to_have_text(SECOND)
         for page in (one, two):
             expect(page.get_by_text("answering another request")).to_have_count(0, timeout=10_000)

@@ -52,7 +52,8 @@ def main() -> None:
         add_sidebar_files(conversation, uploads)
         show_gallery(conversation, gallery)
         show_index_progress(conversation)
-        busy_note(runtime)
+        with st.container():  # the note's own place: its reruns draw there and nowhere else
+            busy_note(runtime)
 
     for turn in conversation.turns:
         if answering is None or turn is not answering.reply:
@@ -290,7 +291,7 @@ BUSY_CHECK_SECONDS = 2
 def busy_note(runtime: VLMRuntime | object) -> None:
     """While another request has the model (and this page writes no answer of its own): says so, and looks
     again every few seconds, so the note goes once it is no longer true."""
-    note = st.empty()  # always one element, so that a rerun of this fragment never takes the next one's place
+    note = st.empty()
     gate = getattr(runtime, "gate", None)
     if gate is not None and gate.busy and state.conversation().answering is None:
         note.info(
