@@ -1,7 +1,9 @@
-"""End to end in a real browser: ``qwenvl ui`` on the tiny checkpoint, driven in Debian's headless Chromium.
+"""End to end in a real browser: the page on the tiny checkpoint, driven in Debian's headless Chromium.
 
-The tiny model's answer is random text, so the test checks that the question, the image's thumbnail and an
-answer appear (with real weights the steps appear too). The screenshot is saved to test-artifacts/ui.png.
+The first test runs ``qwenvl ui`` itself; the tiny model's answer is random text, so it checks that the question,
+the image's thumbnail and an answer appear. The others run the page with the model's replies scripted and slow
+(tests/scripted_page.py), to act while an answer streams and check its full text. Screenshots go to
+test-artifacts/.
 """
 
 from __future__ import annotations

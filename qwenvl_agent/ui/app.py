@@ -69,6 +69,8 @@ def main() -> None:
         disabled=runtime is None or answering is not None,  # one answer at a time: Stop ends it early
     )
     if answering is not None:
+        if prompt:  # sent just as the box closed
+            st.toast("One answer at a time: ask again once this one has ended, or stop it.", icon=":material/block:")
         follow_answer(conversation, answering)
     elif prompt and runtime is not None:
         ask(conversation, runtime, prompt.text, prompt.files)
