@@ -65,9 +65,6 @@ class Answering:
         """End the answer: its generation stops within a token, what it had written is kept."""
         self._run.cancel()
 
-    def wait(self, timeout: float | None = None) -> bool:
-        return self._run.wait(timeout)
-
     def follow(self) -> Iterator[Any]:
         """The events from now on, or ``TICK`` when none came for a moment, until the answer ends. Leaving
         early (the page reran) leaves the answer running."""
