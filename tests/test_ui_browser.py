@@ -221,7 +221,8 @@ def test_the_busy_note_goes_once_both_answers_have_ended(tiny_model, tmp_path):
         expect(first.locator(ANSWER).last).to_have_text(FIRST)
         expect(second).to_contain_text("Answered without tools", timeout=240_000)
         expect(second.locator(ANSWER).last).to_have_text(SECOND)
-        for page in (one, two):
+        for page in (two, one):
             expect(page.get_by_text("answering another request")).to_have_count(0, timeout=10_000)
             expect(page.get_by_text("in the queue")).to_have_count(0)
+        for page in (one, two):
             expect(page.locator(STOP_KEY)).to_have_count(0)
