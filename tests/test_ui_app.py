@@ -14,6 +14,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessageChunk
 from langchain_core.outputs import ChatGenerationChunk
 from planner import ScriptedPlanner, call
+from slow_replies import another_request, slow_replies, story
 from streamlit.testing.v1 import AppTest
 
 from qwenvl_agent.ui import render, state
@@ -90,6 +91,24 @@ def ask(app: AppTest, question: str) -> AppTest:
     return app
 
 
+def ask_and_leave(app: AppTest, question: str, seconds: float = 3) -> None:
+    """Send a question and stop the page's script run after ``seconds``, while the answer is still being
+    written (as Streamlit stops a run when an upload or a changed setting reruns the page)."""
+    chat = app.chat_input(key="question")
+    with pytest.raises(RuntimeError, match="timed out"):
+        chat.set_value(question).run(timeout=seconds)
+    chat.set_value(None)  # sent once: the next run must not send it again
+
+
+def answer_text(reply) -> str:
+    """The answer's markdown, outside the status box of steps."""
+    return "\n".join(m.value for m in reply.markdown)
+
+
+def stop_buttons(app: AppTest) -> list:
+    return [button for button in app.button if button.label == "Stop"]
+
+
 def upload(app: AppTest, *files: tuple[str, bytes, str]) -> AppTest:
     app.sidebar.get("file_uploader")[0].set_value(list(files)).run()
     assert not app.exception
@@ -120,6 +139,7 @@ def test_a_question_about_an_uploaded_image_shows_the_steps_and_the_answer(page,
     assert "`ocr_image`" in steps and 'image_id="img-1"' in steps and OCR_TEXT in steps
     assert captions(status) == ["img-1"]
     assert "The total is \\$1,500.00" in texts(reply)  # "$" must not start LaTeX
+    assert not stop_buttons(app)  # the answer has ended: nothing to stop
 
     # A follow-up: the earlier turn keeps its steps, collapsed
     ask(app, "And the date?")
@@ -241,8 +261,44 @@ def test_a_request_of_another_session_is_announced_instead_of_hanging(page, tiny
         app.run()
         assert "answering another request" in app.info[0].value
         ask(app, "Hello?")
-    assert "number 1 in the queue" in app.chat_message[1].info[0].value
     assert "Done." in texts(app.chat_message[1])
+
+
+def test_no_busy_note_is_left_once_the_other_request_and_the_answer_have_ended(page, tiny_runtime):
+    app = page()  # the real model plans, so the answer waits for the other request to end
+    with scripted_replies(tiny_runtime, ["Done."]) as left, another_request(tiny_runtime.gate, seconds=3):
+        app.run()
+        assert "answering another request" in app.info[0].value  # true while the other request runs
+        ask(app, "Hello?")  # waits for its turn, then answers
+    assert left == [] and not tiny_runtime.gate.busy
+    reply = app.chat_message[1]
+    assert answer_text(reply) == "Done." and reply.status[0].state == "complete"
+    assert [note.value for note in app.info] == []  # neither "answering another request" nor "in the queue"
+    assert not stop_buttons(app)
+
+
+@pytest.mark.parametrize("action", ["upload", "setting"])
+def test_an_answer_goes_on_while_a_file_is_attached_or_a_setting_changed(page, tiny_runtime, action):
+    text = story(15)
+    app = page()  # the real model answers, slowly enough to act while it writes
+    with slow_replies(tiny_runtime, [text], seconds_per_token=0.03) as left:
+        ask_and_leave(app, "Tell me a story.")
+        if action == "upload":
+            upload(app, ("invoice.png", png_bytes(draw_invoice()), "image/png"))
+        else:
+            app.sidebar.number_input(key="max_steps").set_value(3).run()
+        assert not app.exception
+    assert left == []  # one generation: the answer was neither stopped nor asked again
+    question, reply = app.chat_message
+    assert "Tell me a story." in texts(question)
+    status = reply.status[0]
+    assert status.state == "complete" and status.label.startswith("Answered without tools"), status.label
+    assert answer_text(reply) == text
+    assert not stop_buttons(app) and not reply.info
+    if action == "upload":
+        assert captions(app.sidebar) == ["img-1"]
+    else:  # the new setting applies once the answer has ended
+        assert app.session_state["conversation"].settings.max_steps == 3
 
 
 def test_a_changed_setting_keeps_the_files(page):

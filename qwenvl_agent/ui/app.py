@@ -2,24 +2,24 @@
 
 Started by ``qwenvl ui [--model M] [--port P] [--dtype D]``, which runs
 ``streamlit run app.py -- --model M --dtype D``. The model is loaded once per process and shared by every
-browser session; each session has its own conversation in ``st.session_state``. The agent's events are
-drawn here, in the script thread, as they arrive; no tool ever calls Streamlit.
+browser session; each session has its own conversation in ``st.session_state``. An answer is written in a
+worker thread that belongs to the conversation (``answering.Answering``), so it goes on across reruns of
+this script; each run draws it as it stands and follows it. No tool ever calls Streamlit.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
 import streamlit as st
 
-from qwenvl_agent.agent import Answer, AnswerToken, Error, Event, StepStarted, ToolCall, ToolResult, trail
 from qwenvl_agent.tools import OCR_ENGINES, ImageStore
 from qwenvl_agent.ui import render, state
-from qwenvl_agent.ui.render import Picture, StepView, Turn
+from qwenvl_agent.ui.answering import Answering
+from qwenvl_agent.ui.render import Picture, Turn
 from qwenvl_agent.vlm import VLMRuntime
 from qwenvl_agent.vlm.errors import ImageInputError, ModelNotAvailableError
 from qwenvl_agent.vlm.openvino_export import WEIGHTS
@@ -33,8 +33,12 @@ MODEL_HINT = "Change **Model** in the sidebar, or start the page with `qwenvl ui
 def main() -> None:
     st.set_page_config(page_title="qwenvl assistant", page_icon=":material/document_scanner:")
     conversation = state.conversation()
-    settings = sidebar_settings(state.launch_settings())
+    conversation.answer_ended()  # an answer that ended while no run of the page drew it is in the history now
+    chosen = sidebar_settings(state.launch_settings())
     uploads = sidebar_uploader()
+    answering = conversation.answering
+    # An answer keeps the settings it started with; changed ones apply once it has ended.
+    settings = chosen if answering is None or conversation.settings is None else conversation.settings
 
     st.title("Document assistant")
     st.caption("Ask about invoices, receipts, forms, charts and photos: attach images or PDFs to a message.")
@@ -42,27 +46,43 @@ def main() -> None:
     gallery = st.sidebar.empty()
     if runtime is not None:
         conversation.use(settings)
+        if settings != chosen:
+            st.sidebar.info("The changed settings apply once the answer being written has ended.",
+                            icon=":material/schedule:")
         add_sidebar_files(conversation, uploads)
         show_gallery(conversation, gallery)
         show_index_progress(conversation)
-        show_busy(runtime)
+        with st.container():  # the note's own place: its reruns draw there and nowhere else
+            busy_note(runtime)
 
-    conversation.stop_running()  # a rerun during an answer: stop it, and draw it as it was left
     for turn in conversation.turns:
-        render.show_turn(turn)
+        if answering is None or turn is not answering.reply:
+            render.show_turn(turn)
 
     prompt = st.chat_input(
-        "Ask about your images or PDFs" if runtime is not None else "Load a model first (see the sidebar)",
+        question_placeholder(runtime, answering),
         key="question",
         accept_file="multiple",
         file_type=state.FILE_TYPES,
         max_upload_size=state.MAX_UPLOAD_MB,
         submit_mode="disable",
-        disabled=runtime is None,
+        disabled=runtime is None or answering is not None,  # one answer at a time: Stop ends it early
     )
-    if prompt and runtime is not None:
+    if answering is not None:
+        if prompt:  # sent just as the box closed
+            st.toast("One answer at a time: ask again once this one has ended, or stop it.", icon=":material/block:")
+        follow_answer(conversation, answering)
+    elif prompt and runtime is not None:
         ask(conversation, runtime, prompt.text, prompt.files)
         show_gallery(conversation, gallery)  # with the files that came with the question
+
+
+def question_placeholder(runtime: Any, answering: Answering | None) -> str:
+    if runtime is None:
+        return "Load a model first (see the sidebar)"
+    if answering is not None:
+        return "Wait for the answer, or stop it, to ask the next question; files can be added in the sidebar"
+    return "Ask about your images or PDFs"
 
 
 # The sidebar
@@ -266,12 +286,17 @@ def _load_failure(model: str, exc: Exception) -> str:
     return f"Could not load {model}: {type(exc).__name__}: {exc}\n\n{MODEL_HINT}"
 
 
-def show_busy(runtime: VLMRuntime | object) -> None:
+BUSY_CHECK_SECONDS = 2
+
+
+@st.fragment(run_every=BUSY_CHECK_SECONDS)
+def busy_note(runtime: VLMRuntime | object) -> None:
+    """While another request has the model (and this page writes no answer of its own): says so, and looks
+    again every few seconds, so the note goes once it is no longer true."""
+    note = st.empty()
     gate = getattr(runtime, "gate", None)
-    if gate is None:
-        return
-    if gate.busy:
-        st.info(
+    if gate is not None and gate.busy and state.conversation().answering is None:
+        note.info(
             f"The model is answering another request ({gate.waiting} more waiting). "
             "A question you send now waits for its turn.",
             icon=":material/hourglass_top:",
@@ -301,195 +326,92 @@ def ask(conversation: state.Conversation, runtime: VLMRuntime, text: str, files:
 
     reply = Turn("assistant")
     conversation.turns.append(reply)
-    with st.chat_message("assistant"):
-        if errors:
-            if question.text:
-                errors.append("The question was not sent: ask again once every attached file can be read.")
-            reply.errors, reply.state = errors, "error"
+    if errors:
+        if question.text:
+            errors.append("The question was not sent: ask again once every attached file can be read.")
+        reply.errors, reply.state = errors, "error"
+        with st.chat_message("assistant"):
             for error in errors:
                 st.error(error)
-            return
-        gate = getattr(runtime, "gate", None)
-        if gate is not None and gate.busy:
-            note = (
-                f"Another request is running on this model; yours is number {gate.waiting + 1} in the "
-                "queue and starts when the model is free."
-            )
-            reply.notes.append(note)
-            st.info(note, icon=":material/hourglass_top:")
-        stream_answer(conversation, question.text, reply)
+        return
+    conversation.answer(question.text, reply, queued=queue_note(runtime))
+    st.rerun()  # the page again, following the answer, with the question box closed until it ends
 
 
-def stream_answer(conversation: state.Conversation, question: str, reply: Turn) -> None:
-    """Draw the run as it happens: each step inside the status, then the answer streaming in below it.
+def queue_note(runtime: VLMRuntime | object) -> str:
+    gate = getattr(runtime, "gate", None)
+    if gate is None or not gate.busy:
+        return ""
+    return (
+        f"Another request is running on this model; yours is number {gate.waiting + 1} in the queue and "
+        "starts when the model is free."
+    )
 
-    The run goes on in a worker thread and this script only draws its events, so the page stays
-    responsive: a click on Stop, a new upload or any other rerun interrupts the drawing, and the run is
-    stopped at once (its generation within a token) with what it answered so far kept, marked as stopped.
+
+def follow_answer(conversation: state.Conversation, answering: Answering) -> None:
+    """Draw the answer as it stands and follow it to its end; then draw the page afresh, with the answer in
+    the history and the question box open.
+
+    The answer is written in a worker thread that belongs to the conversation: when the page reruns
+    meanwhile (an upload, a changed setting), Streamlit stops this script run but not the answer, and the
+    next run follows it from where it is. Stop is the one way to end it early.
     """
-    st.button("Stop", icon=":material/stop_circle:", key=f"stop-{len(conversation.turns)}", help="Stop this answer")
-    live = LiveTurn(conversation.store, reply)
-    feed = state.EventFeed(conversation, question)
-    conversation.running = feed
-    try:
-        event = feed.next()
-        while event is not None:
-            if event is state.TICK:
-                live.tick()
-                event = feed.next()
-            elif isinstance(event, AnswerToken):
-                event = live.stream_tokens(event, feed)
-            else:
-                live.draw(event)
-                event = feed.next()
-    finally:
-        feed.stop()
-        live.settle()
-        conversation.running = None
-        feed.settled.set()
-    live.finish()
+    with st.chat_message("assistant"):
+        live = LiveAnswer(answering, conversation.store, stop_key=f"stop-{len(conversation.turns)}")
+        live.draw()
+        for _ in answering.follow():
+            live.draw()
+    conversation.answer_ended()
+    st.rerun()
 
 
-class LiveTurn:
-    """One run on the page: a status box that collects the steps, and an answer area below it."""
+class LiveAnswer:
+    """The answer being written, drawn from its snapshots: a note while it waits for the model, Stop, the
+    steps in a status box, then the text so far. Only what changed is drawn again."""
 
-    def __init__(self, store: ImageStore, reply: Turn):
+    def __init__(self, answering: Answering, store: ImageStore, stop_key: str):
+        self.answering = answering
         self.store = store
-        self.reply = reply
-        self.started = time.perf_counter()
-        self.status_label = "Thinking…"
-        self.status = st.status(self.status_label, expanded=True)
-        self.answer_area = st.container()
-        self.running: dict[str, tuple[StepView, Any]] = {}  # call id -> the step and its place in the status
-        self.streamed: _Tokens | None = None
+        self.queued_slot = st.empty()
+        st.button("Stop", icon=":material/stop_circle:", key=stop_key, on_click=answering.stop, help="Stop this answer")
+        self.status = st.status("Thinking…", expanded=True)
+        self.answer_slot = st.empty()
+        self.steps: list[tuple[Any, Any]] = []  # each step's place in the status, and what it shows
+        self.shown: dict[str, Any] = {}
 
-    def stream_tokens(self, first: AnswerToken, feed: state.EventFeed) -> Event | None:
-        """Stream one step's text into the answer area; return the event that came after it."""
-        self.streamed = _Tokens(first, feed, self.answer_area.empty())
-        with self.streamed.slot.container():
-            st.write_stream(self.streamed, cursor="▌")
-        return self.streamed.after
-
-    def draw(self, event: Event) -> None:
-        if isinstance(event, StepStarted):
-            self._label(f"Step {event.step}: planning…")
-        elif isinstance(event, ToolCall):
-            self._call(event)
-        elif isinstance(event, ToolResult):
-            self._result(event)
-        elif isinstance(event, Answer):
-            self._answer(event)
-        elif isinstance(event, Error):
-            self._take_back_streamed()
-            self.reply.errors.append(event.message)
-            self.reply.label, self.reply.state = f"Failed after {self._seconds():.1f} s", "error"
-            with self.answer_area:
-                st.error(event.message)
-
-    def tick(self) -> None:
-        """Between events: show that the run is alive (and give Streamlit a moment to notice a rerun)."""
+    def draw(self) -> None:
+        view = self.answering.snapshot()
+        if self._changed("queued", view.queued):
+            if view.queued:
+                self.queued_slot.info(view.queued, icon=":material/hourglass_top:")
+            else:
+                self.queued_slot.empty()
+        for index, step in enumerate(view.turn.steps):
+            if index == len(self.steps):
+                self.steps.append((self.status.empty(), None))
+            slot, shown = self.steps[index]
+            if (step.done, step.thought) != shown:
+                with slot.container():
+                    render.show_step(step)
+                self.steps[index] = (slot, (step.done, step.thought))
         done, total = self.store.index.progress()
         reading = f" · reading pages {done}/{total}" if done < total else ""
-        self.status.update(label=f"{self.status_label} · {self._seconds():.0f} s{reading}")
+        label = f"{view.turn.label or view.label} · {view.seconds:.0f} s{reading}"
+        if self._changed("label", label):
+            self.status.update(label=label)
+        text = view.turn.text or view.streamed
+        if self._changed("answer", (view.turn.errors, text)):
+            with self.answer_slot.container():
+                for error in view.turn.errors:
+                    st.error(error)
+                if text:
+                    st.markdown(render.escape_markdown(text) + ("" if view.done else "▌"))
 
-    def settle(self) -> None:
-        """After the run, however it ended: a run cut short keeps what it had answered, marked as stopped.
-        (No Streamlit calls here: during a rerun the page is already being drawn anew.)"""
-        if self.reply.state != "running":
-            return
-        partial = self.streamed.text if self.streamed is not None else ""
-        self.reply.text = (self.reply.text or partial).strip()
-        self.reply.state = "stopped"
-        self.reply.label = f"Stopped after {self._seconds():.1f} s"
-        self.reply.notes.append(
-            "This answer was stopped before it was complete"
-            + (": what it had written is kept below." if self.reply.text else ".")
-        )
-
-    def finish(self) -> None:
-        if not self.reply.steps:
-            with self.status:
-                render.show_steps([])
-        self.status.update(label=self.reply.label or "Ended without an answer", state=self.reply.state, expanded=False)
-
-    def _call(self, call: ToolCall) -> None:
-        view = StepView(len(self.reply.steps) + 1, call.name, call.args)
-        if self.streamed is not None and self.streamed.step == call.step:
-            view.thought = self._take_back_streamed()  # text before a tool call was thinking aloud
-        self.reply.steps.append(view)
-        self.running[call.call_id] = (view, self.status.empty())
-        self._draw_step(*self.running[call.call_id])
-        self._label(f"Step {call.step}: {call.name}…")
-
-    def _result(self, result: ToolResult) -> None:
-        if result.call_id not in self.running:  # a malformed tool call is answered without a ToolCall event
-            self.reply.steps.append(StepView(len(self.reply.steps) + 1, result.name, {}))
-            self.running[result.call_id] = (self.reply.steps[-1], self.status.empty())
-        view, slot = self.running.pop(result.call_id)
-        view.done, view.output, view.seconds, view.is_error = True, result.output, result.seconds, result.is_error
-        view.pictures = render.step_pictures(result, self.store)
-        view.chart = (result.data or {}).get("chart") if result.name == "read_chart" else None
-        self._draw_step(view, slot)
-
-    def _answer(self, answer: Answer) -> None:
-        if self.streamed is None or self.streamed.text.strip() != answer.text:
-            self._take_back_streamed()
-            with self.answer_area:
-                st.write_stream(render.pieces(render.escape_markdown(answer.text)))
-        self.reply.text = answer.text
-        self.reply.label, self.reply.state = _summary(answer, self._seconds()), "complete"
-
-    def _take_back_streamed(self) -> str:
-        """Remove the streamed text from the answer area and return it."""
-        if self.streamed is None:
-            return ""
-        text = self.streamed.text
-        self.streamed.slot.empty()
-        self.streamed = None
-        return text
-
-    def _label(self, text: str) -> None:
-        self.status_label = text
-        self.status.update(label=text)
-
-    def _draw_step(self, view: StepView, slot: Any) -> None:
-        with slot.container():
-            render.show_step(view)
-
-    def _seconds(self) -> float:
-        return time.perf_counter() - self.started
-
-
-class _Tokens:
-    """One step's tokens for ``st.write_stream``; keeps the event that ended them in ``after``."""
-
-    def __init__(self, first: AnswerToken, feed: state.EventFeed, slot: Any):
-        self.step = first.step
-        self.text = first.text
-        self.slot = slot
-        self._feed = feed
-        self.after: Event | None = None
-
-    def __iter__(self) -> Iterator[str]:
-        yield render.escape_markdown(self.text)
-        while (event := self._feed.next()) is not None:
-            if event is state.TICK:
-                yield ""  # nothing new; lets Streamlit notice a rerun
-                continue
-            if not isinstance(event, AnswerToken) or event.step != self.step:
-                self.after = event
-                return
-            self.text += event.text
-            yield render.escape_markdown(event.text)
-
-
-def _summary(answer: Answer, seconds: float) -> str:
-    count = len(answer.steps)
-    if answer.stopped_early:
-        return f"Stopped at the step limit after {count} steps · {seconds:.1f} s"
-    if count == 0:
-        return f"Answered without tools · {seconds:.1f} s"
-    return f"{count} step{'s' if count != 1 else ''} · {seconds:.1f} s: {render.escape_markdown(trail(answer.steps))}"
+    def _changed(self, part: str, value: Any) -> bool:
+        if part in self.shown and self.shown[part] == value:
+            return False
+        self.shown[part] = value
+        return True
 
 
 try:

@@ -12,8 +12,7 @@ import argparse
 import os
 import re
 import sys
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,14 +21,14 @@ import streamlit as st
 from langchain_core.language_models import BaseChatModel
 from PIL import Image
 
-from qwenvl_agent.agent import DocumentAssistant, Event
+from qwenvl_agent.agent import DocumentAssistant
 from qwenvl_agent.agent.api import new_thread_id
 from qwenvl_agent.tools import DEFAULT_OCR_ENGINE, ImageStore
 from qwenvl_agent.vlm import DEFAULT_MODEL, ChatQwenVL, VLMRuntime, load_runtime
-from qwenvl_agent.vlm.bridge import TICK, WorkerRun
 from qwenvl_agent.vlm.errors import ImageInputError
 from qwenvl_agent.vlm.runtime import loaded_runtimes, release_runtime, resolve_dtype, resolve_engine
 
+from .answering import Answering
 from .render import Turn, thumbnail
 
 MODEL_ENV = "QWENVL_MODEL"
@@ -162,7 +161,7 @@ class Conversation:
     thread_id: str = field(default_factory=new_thread_id)
     settings: Settings | None = None
     assistant: DocumentAssistant | None = None
-    running: EventFeed | None = None  # the answer being drawn, if a run of the page is drawing one
+    answering: Answering | None = None  # the answer being written, drawn or not
     _thumbnails: dict[str, Image.Image] = field(default_factory=dict, repr=False)
 
     def use(self, settings: Settings) -> None:
@@ -190,7 +189,9 @@ class Conversation:
         return self.assistant.store(self.thread_id)
 
     def close(self) -> None:
-        """Stop reading this conversation's pages in the background (they are no longer wanted)."""
+        """Stop its answer and the reading of its pages in the background (they are no longer wanted)."""
+        if self.answering is not None:
+            self.answering.stop()
         if self.assistant is not None:
             self.store.index.close(timeout=0)
 
@@ -206,41 +207,27 @@ class Conversation:
         self.uploads.append(Upload(data, label))
         return added if isinstance(added, list) else [added]
 
-    def stop_running(self, wait: float = 5.0) -> None:
-        """Stop the answer an earlier run of the page was drawing, and wait until that run has recorded
-        what it had (Streamlit starts the new run while the old one is still being stopped)."""
-        feed = self.running
-        if feed is not None:
-            feed.stop()
-            feed.settled.wait(wait)
+    def answer(self, question: str, reply: Turn, queued: str = "") -> Answering:
+        """Start answering ``question`` into ``reply`` (a turn of this conversation); it runs until it ends or
+        is stopped, across reruns of the page."""
+        assistant, thread_id = self.assistant, self.thread_id
+        self.answering = Answering(
+            lambda: assistant.stream(question, thread_id=thread_id), reply, self.store, queued=queued
+        )
+        return self.answering
 
-    def stream(self, question: str, cancel: threading.Event | None = None) -> Iterator[Event]:
-        return self.assistant.stream(question, thread_id=self.thread_id, cancel=cancel)
+    def answer_ended(self) -> bool:
+        """Forget the answer once it has ended (its turn holds it); True if there was one to forget."""
+        if self.answering is not None and self.answering.done:
+            self.answering = None
+            return True
+        return False
 
     def thumbnail(self, image_id: str) -> Image.Image:
         if image_id not in self._thumbnails:
             self._thumbnails[image_id] = thumbnail(self.store.get(image_id))
         return self._thumbnails[image_id]
 
-
-
-class EventFeed:
-    """A run of the assistant in a worker thread (``WorkerRun``), read by the script thread.
-
-    ``next()`` returns the next event, ``TICK`` when none came for a moment, or None at the end; ``stop()``
-    stops the run (its generation within a token) and frees the model.
-    """
-
-    def __init__(self, conversation: Conversation, question: str, tick_seconds: float = 0.25):
-        self.settled = threading.Event()  # set once the page has recorded how the answer ended
-        self._run = WorkerRun(lambda: conversation.stream(question), name="qwenvl-page-run")
-        self._events = self._run.iterate(tick=tick_seconds, cancel_on_exit=False)
-
-    def next(self) -> Any:
-        return next(self._events, None)
-
-    def stop(self) -> None:
-        self._run.cancel()
 
 
 def file_extension(name: str) -> str:
