@@ -321,7 +321,7 @@ def _eval(args: argparse.Namespace) -> int:
     import time
 
     from .eval.dataset import build_set
-    from .eval.fonts import FontMissingError
+    from .samples.fonts import FontMissingError
     from .eval.runner import EvalSettings, run_eval
     from .vlm import QwenVLError
 
