@@ -16,7 +16,7 @@ import ssl
 import time
 import urllib.parse
 
-from .errors import ImageInputError
+from .errors import ImageInputError, _short
 
 MAX_REDIRECTS = 3
 _REDIRECTS = {301, 302, 303, 307, 308}
@@ -128,7 +128,3 @@ def _left(deadline: float, url: str) -> float:
     if left <= 0:
         raise ImageInputError(f"Downloading {_short(url)} ran out of time.")
     return left
-
-
-def _short(text: str, limit: int = 60) -> str:
-    return repr(text if len(text) <= limit else text[:limit] + "…")
