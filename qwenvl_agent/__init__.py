@@ -17,6 +17,7 @@ from .agent import (
     build_agent,
     stream,
 )
+from . import samples
 from .agent.backends import chat_model
 from .tools import ChartData, ImageStore, OcrEngineError, UnknownImageError, make_tools, parse_chart_json
 from .vlm import (
@@ -74,5 +75,6 @@ __all__ = [
     "load_runtime",
     "make_tools",
     "parse_chart_json",
+    "samples",
     "stream",
 ]

@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from .samples import SAMPLES
 from .tools.ocr import DEFAULT_OCR_ENGINE, OCR_ENGINES
 from .vlm.openvino_export import WEIGHTS
 from .vlm.runtime import DEFAULT_MODEL, DTYPES, ENGINES
@@ -35,7 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     ask = commands.add_parser("ask", help="answer a question about images and PDFs")
-    ask.add_argument("files", nargs="+", help="images (png, jpg, webp, …) or PDFs")
+    ask.add_argument("files", nargs="*", help="images (png, jpg, webp, …) or PDFs")
+    ask.add_argument("--sample", action="append", default=[], choices=SAMPLES, metavar="NAME",
+                     help=f"add a sample document drawn on the spot, after the files (may repeat): {', '.join(SAMPLES)}")
     ask.add_argument("-q", "--question", required=True, help="what you want to know")
     _model_options(ask)
     ask.add_argument("--max-steps", type=int, default=8, help="most planner steps (default 8)")
@@ -125,8 +128,12 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 def _ask(args: argparse.Namespace) -> int:
     from .agent import DocumentAssistant
     from .agent.api import new_thread_id
+    from .samples import sample
     from .vlm import ChatQwenVL, QwenVLError
 
+    if not args.files and not args.sample:
+        print("error: name the files to ask about, or try a sample: --sample invoice", file=sys.stderr)
+        return 2
     missing = [f for f in args.files if not Path(f).is_file()]
     if missing:
         print(f"error: no such file: {', '.join(missing)}", file=sys.stderr)
@@ -142,6 +149,10 @@ def _ask(args: argparse.Namespace) -> int:
         for path in args.files:
             _status(f"Adding {path}")
             assistant.add_images([Path(path)], thread_id, progress=_page_progress(path))
+        for name in args.sample:
+            label, content = sample(name)
+            _status(f"Adding the sample {label}")
+            assistant.store(thread_id).add(content, name=label, progress=_page_progress(label))
         if isinstance(model, ChatQwenVL):
             _status(f"Loading {args.model} …")
             _ = model.runtime  # load before the run, so a missing model is reported as such
@@ -330,7 +341,7 @@ def _eval(args: argparse.Namespace) -> int:
     import time
 
     from .eval.dataset import build_set
-    from .eval.fonts import FontMissingError
+    from .samples.fonts import FontMissingError
     from .eval.runner import EvalSettings, run_eval
     from .vlm import QwenVLError
 

@@ -26,7 +26,7 @@ def test_a_worker_measures_one_pipeline_in_its_own_process(tiny_model):
 
 
 def test_the_naive_pipeline_generates_exactly_the_asked_tokens(tiny_model):
-    from qwenvl_agent.bench.documents import invoice_screenshot
+    from qwenvl_agent.samples import invoice_screenshot
     from qwenvl_agent.bench.worker import Naive
 
     call = Naive(tiny_model).ask(invoice_screenshot((1536, 1536)), "Read it.", 5)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from qwenvl_agent.eval import fonts
+from qwenvl_agent.samples import fonts
 from qwenvl_agent.eval.dataset import build_set
 from qwenvl_agent.eval.metrics import abstained, anls, char_accuracy, chart_value_accuracy, number_match, yes_no
 from qwenvl_agent.eval.runner import EvalSettings, run_eval

@@ -15,8 +15,8 @@ from typing import Any
 
 from langchain_core.callbacks import BaseCallbackHandler
 
-from .documents import INVOICE_TOTAL, QUARTERS, invoice_screenshot, sales_chart
-from .worker import log, shrink_like_the_seed
+from ..samples import INVOICE_TOTAL, QUARTERS, contract_pdf, invoice_screenshot, sales_chart
+from .common import log, shrink_like_the_seed
 
 QUESTION = "What is the invoice total, and is it more than the best quarter in the chart?"
 
@@ -154,8 +154,6 @@ def run_long_document(pipeline: str, checkpoint: str, scanned: bool) -> dict[str
     from qwenvl_agent.agent import DocumentAssistant
     from qwenvl_agent.vlm import ChatQwenVL
     from qwenvl_agent.vlm.testing import scripted_replies
-
-    from .documents import contract_pdf
 
     options = PIPELINES[pipeline]
     timings = _Timings()

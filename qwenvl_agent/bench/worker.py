@@ -15,7 +15,6 @@ Replies are forced to exact lengths through the real model (``scripted_replies``
 from __future__ import annotations
 
 import json
-import resource
 import statistics
 import sys
 import time
@@ -23,7 +22,8 @@ from typing import Any
 
 from PIL import Image
 
-from .documents import invoice_screenshot
+from ..samples import invoice_screenshot
+from .common import log, peak_rss_gb, shrink_like_the_seed
 
 QUESTIONS = [
     "What is the invoice number?",
@@ -36,23 +36,10 @@ FILLER = (
 )
 
 
-def log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024
-
-
 def reply_of(tokenizer, tokens: int) -> str:
     """A text of about ``tokens`` tokens."""
     ids = tokenizer.encode(FILLER * (tokens // 20 + 2), add_special_tokens=False)[: max(1, tokens - 1)]
     return tokenizer.decode(ids)
-
-
-def shrink_like_the_seed(image: Image.Image, max_size: int = 512) -> Image.Image:
-    scale = max_size / max(image.size)
-    return image.resize((int(image.width * scale), int(image.height * scale)), Image.Resampling.LANCZOS)
 
 
 class Naive:

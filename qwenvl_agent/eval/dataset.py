@@ -1,4 +1,4 @@
-"""The evaluation set: documents from ``documents.py`` with tasks and their ground truth, from a seed.
+"""The evaluation set: documents from ``qwenvl_agent.samples`` with tasks and their ground truth, from a seed.
 
 Four kinds of task:
 - ``ocr``: read the whole document; scored by character accuracy against its text.
@@ -15,17 +15,15 @@ image for image.
 
 from __future__ import annotations
 
-import datetime
 import random
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
 
-from . import documents, fonts
-from .documents import Document, money
+from .. import samples
+from ..samples import Document, fonts, money, scanned_pdf, text_layer_pdf
 
 SETS = ("quick", "full")
 
@@ -74,7 +72,7 @@ def _qa(doc: Document | list[Document], category: str, question: str, answer: An
 
 def _invoices(rng: random.Random, round_: int, set_name: str) -> Iterator[EvalItem]:
     for lang in ("en", "zh"):
-        doc = documents.invoice(rng, lang) if lang == "en" or fonts.has_cjk() else None
+        doc = samples.invoice(rng, lang) if lang == "en" or fonts.has_cjk() else None
         if doc is None:
             continue
         facts = doc.facts
@@ -95,18 +93,18 @@ def _receipts(rng: random.Random, round_: int, set_name: str) -> Iterator[EvalIt
     for lang in ("en", "zh") if set_name == "full" else ("en",):
         if lang == "zh" and not fonts.has_cjk():
             continue
-        doc = documents.receipt(rng, lang)
+        doc = samples.receipt(rng, lang)
         yield _ocr(doc)
         yield _qa(doc, "qa/receipt", "What is the total on the receipt?" if lang == "en" else "小票合计多少钱？", doc.facts["total"], "number")
 
 
 def _forms_and_tables(rng: random.Random, round_: int, set_name: str) -> Iterator[EvalItem]:
-    form = documents.form(rng)
+    form = samples.form(rng)
     yield _ocr(form)
     yield _qa(form, "qa/form", "What is the applicant's ID number?", form.facts["fields"]["ID number"], "text")
     if set_name == "full":
         yield _qa(form, "qa/form", "In which city does the applicant live?", form.facts["fields"]["City"], "text")
-    table = documents.table(rng)
+    table = samples.table(rng)
     yield _ocr(table)
     rows = table.facts["rows"]
     best = max(rows, key=lambda row: row["revenue"])
@@ -116,9 +114,9 @@ def _forms_and_tables(rng: random.Random, round_: int, set_name: str) -> Iterato
 
 
 def _charts(rng: random.Random, round_: int, set_name: str) -> Iterator[EvalItem]:
-    makers: list[Callable] = [documents.bar_chart, documents.line_chart, documents.pie_chart]
+    makers: list[Callable] = [samples.bar_chart, samples.line_chart, samples.pie_chart]
     if set_name == "quick":
-        makers = [documents.bar_chart, documents.pie_chart]
+        makers = [samples.bar_chart, samples.pie_chart]
     for make in makers:
         doc = make(rng)
         facts = doc.facts
@@ -127,22 +125,22 @@ def _charts(rng: random.Random, round_: int, set_name: str) -> Iterator[EvalItem
         best = max(values, key=values.get)
         yield _qa(doc, f"qa/{doc.kind}", "Which category has the highest value?", best, "text")
         first, second = facts["categories"][1], facts["categories"][2]
-        if set_name == "full" or make is documents.bar_chart:
+        if set_name == "full" or make is samples.bar_chart:
             yield _qa(doc, f"qa/{doc.kind}-multistep", f"What is the sum of {first} and {second}?",
                       round(values[first] + values[second], 2), "number")
 
 
 def _cross_document(rng: random.Random, round_: int, set_name: str) -> Iterator[EvalItem]:
     """The seed's question: an invoice and a quarterly sales chart in the same currency."""
-    chart = documents.bar_chart(rng)
+    chart = samples.bar_chart(rng)
     best = max(chart.facts["values"])
     # Put the total just above or below the best quarter (in millions), so the comparison decides.
     scale = 1_000_000 if "million" in chart.facts["unit"] else 1_000
     target = best * scale * (1.1 if rng.random() < 0.5 else 0.9)
     state = rng.getstate()
-    total = documents.invoice(rng, "en").facts["total"]
+    total = samples.invoice(rng, "en").facts["total"]
     rng.setstate(state)  # the same invoice again, its prices scaled to bring the total near the target
-    invoice = documents.invoice(rng, "en", scale=target / total)
+    invoice = samples.invoice(rng, "en", scale=target / total)
     above = invoice.facts["total"] > best * scale
     question = f"Is the invoice total more than the best quarter or region in the chart (chart values in {chart.facts['unit']})?"
     yield _qa([invoice, chart], "qa/cross-document", question, "yes" if above else "no", "yesno")
@@ -151,7 +149,7 @@ def _cross_document(rng: random.Random, round_: int, set_name: str) -> Iterator[
 
 
 def _scenes(rng: random.Random, round_: int, set_name: str) -> Iterator[EvalItem]:
-    doc = documents.scene(rng)
+    doc = samples.scene(rng)
     shapes = doc.facts["shapes"]
     color = rng.choice([s["color"] for s in shapes])
     count = sum(1 for s in shapes if s["color"] == color)
@@ -166,7 +164,7 @@ def _long_documents(rng: random.Random, round_: int, set_name: str) -> Iterator[
     """A 20-page PDF of invoices, forms and tables, with its text layer and scanned; questions about one page."""
     if set_name == "quick" and round_ > 0 or set_name == "full" and round_ >= 4:
         return
-    pages = [documents.invoice(rng, "en") if i % 3 == 0 else documents.form(rng) if i % 3 == 1 else documents.table(rng)
+    pages = [samples.invoice(rng, "en") if i % 3 == 0 else samples.form(rng) if i % 3 == 1 else samples.table(rng)
              for i in range(20)]
     questions = []
     names = [doc.facts["fields"]["Name"] for doc in pages if doc.kind == "form"]
@@ -176,37 +174,12 @@ def _long_documents(rng: random.Random, round_: int, set_name: str) -> Iterator[
         elif doc.kind == "form" and names.count(doc.facts["fields"]["Name"]) == 1:  # one page answers it
             questions.append((number, f"What is the date of birth of {doc.facts['fields']['Name']}?"))
     chosen = rng.sample(questions, 2 if set_name == "quick" else 8)
-    for variant, pdf in (("text layer", text_layer_pdf(pages)), ("scanned", scanned_pdf(pages))):
+    text_layer = text_layer_pdf([doc.text.splitlines() for doc in pages])
+    for variant, pdf in (("text layer", text_layer), ("scanned", scanned_pdf([doc.image for doc in pages]))):
         pdf_id = f"long-{round_}-{variant}"
         for number, question in chosen:
             yield EvalItem("", f"search/{variant.replace(' ', '-')}", "search", "en", [], question,
                            f"doc-1/page-{number}", "page", pdf=pdf, pdf_id=pdf_id)
-
-
-def text_layer_pdf(pages: list[Document]) -> bytes:
-    """The documents' text as a PDF with a text layer, one document a page (Latin text)."""
-    from fpdf import FPDF
-
-    pdf = FPDF()
-    pdf.set_creation_date(datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc))  # the same bytes every time
-    pdf.set_font("helvetica", size=11)
-    for doc in pages:
-        pdf.add_page()
-        for line in doc.text.splitlines():
-            pdf.cell(text=line.encode("latin-1", "replace").decode("latin-1"), new_x="LMARGIN", new_y="NEXT")
-    return bytes(pdf.output())
-
-
-def scanned_pdf(pages: list[Document]) -> bytes:
-    """The documents' images as a PDF of pictures only, as a scanner makes it."""
-    import io
-
-    buffer = io.BytesIO()
-    images = [doc.image.convert("RGB") for doc in pages]
-    stamp = time.gmtime(1767225600)  # 2026-01-01: the same bytes every time
-    images[0].save(buffer, "PDF", save_all=True, append_images=images[1:], resolution=96,
-                   creationDate=stamp, modDate=stamp)
-    return buffer.getvalue()
 
 
 _RECIPES = [_invoices, _receipts, _forms_and_tables, _charts, _cross_document, _scenes, _long_documents]

@@ -25,6 +25,7 @@ from typing import Any
 
 from PIL import Image
 
+from ..vlm.images import RELATIVE_MAX
 from .layout import TextPiece, group_rows
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 MIN_TEXT_CHARS = 20
 MIN_SCAN_TEXT_CHARS = 200
 SCAN_COVER = 0.5
-RELATIVE_MAX = 1000
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 

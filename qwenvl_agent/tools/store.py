@@ -19,7 +19,7 @@ import pypdfium2.raw as pdfium_c
 from PIL import Image
 
 from ..vlm.errors import ImageInputError
-from ..vlm.images import MAX_IMAGE_PIXELS, load_image
+from ..vlm.images import MAX_IMAGE_PIXELS, RELATIVE_MAX, load_image
 from .page_index import PageIndex
 
 __all__ = ["ImageInfo", "ImageStore", "UnknownImageError"]
@@ -28,7 +28,6 @@ Box = tuple[float, float, float, float]
 Progress = Callable[[int, int], Any]
 
 PDF_MAGIC = b"%PDF"
-RELATIVE_MAX = 1000  # Qwen3-VL grounds boxes on a 0-1000 grid, whatever the image size
 MAX_UPSCALE = 8.0  # a zoom enlarges an image crop at most this much
 MAX_LABEL_CHARS = 80
 MAX_LISTED_IDS = 30

@@ -44,3 +44,8 @@ class PromptTooLongError(QwenVLError, ValueError):
 
 class EngineFallbackWarning(UserWarning):
     """``engine="auto"`` could not use OpenVINO and runs on torch (also logged as one line)."""
+
+
+def _short(text: str, limit: int = 60) -> str:
+    """``text`` quoted for an error message, cut after ``limit`` characters (a path, a URL, base64 data)."""
+    return repr(text if len(text) <= limit else text[:limit] + "…")

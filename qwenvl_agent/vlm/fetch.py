@@ -20,7 +20,7 @@ import time
 import urllib.parse
 from typing import Any
 
-from .errors import ImageInputError
+from .errors import ImageInputError, _short
 
 MAX_REDIRECTS = 3
 _REDIRECTS = {301, 302, 303, 307, 308}
@@ -198,7 +198,3 @@ def _read(response: http.client.HTTPResponse, url: str, max_bytes: int) -> bytes
         data += piece
         if len(data) > max_bytes:
             raise ImageInputError(f"{_short(url)} is larger than the {max_bytes}-byte limit.")
-
-
-def _short(text: str, limit: int = 60) -> str:
-    return repr(text if len(text) <= limit else text[:limit] + "…")

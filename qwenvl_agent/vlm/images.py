@@ -18,12 +18,13 @@ from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageInputError
+from .errors import ImageInputError, _short
 from .fetch import fetch
 
 # One visual token of Qwen3-VL covers 32x32 pixels (patch 16, spatial merge 2).
 PIXELS_PER_TOKEN = 32 * 32
 DEFAULT_MIN_IMAGE_TOKENS = 64  # the published checkpoint's own smallest image (65,536 pixels)
+RELATIVE_MAX = 1000  # Qwen3-VL grounds boxes on a 0-1000 grid, whatever the image size
 MAX_IMAGE_PIXELS = 64_000_000  # decompression-bomb guard, well above any real scan or photo
 MAX_FETCH_BYTES = 20 * 1024 * 1024
 FETCH_TIMEOUT_S = 10.0  # for the whole download, redirects included
@@ -216,7 +217,3 @@ def _normalise(image: Image.Image, what: str) -> Image.Image:
         else:
             image = image.convert("RGB")
     return image
-
-
-def _short(text: str, limit: int = 60) -> str:
-    return repr(text if len(text) <= limit else text[:limit] + "…")

@@ -1,4 +1,4 @@
-"""Fonts for the generated documents: Pillow's own for Latin text, Debian's Noto CJK for Chinese."""
+"""Fonts for the sample documents: Pillow's own for Latin text, Debian's Noto CJK for Chinese."""
 
 from __future__ import annotations
 
