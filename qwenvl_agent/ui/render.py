@@ -21,11 +21,12 @@ from PIL import Image, ImageDraw
 
 from qwenvl_agent.agent import ToolResult
 from qwenvl_agent.tools import ChartData, ImageStore, UnknownImageError
+from qwenvl_agent.vlm.images import RELATIVE_MAX  # zoom boxes come on Qwen's 0-1000 grid
 
 THUMBNAIL_SIDE = 320  # gallery and question thumbnails
 STEP_IMAGE_SIDE = 900  # what a step looked at: large enough to read a zoomed crop
 BOX_COLOR = (230, 40, 40)
-RELATIVE_MAX = 1000  # zoom boxes come on Qwen's 0-1000 grid
+
 LINE_CHARTS = {"line", "area", "scatter"}
 
 
