@@ -28,9 +28,9 @@ def load_audio(audio: Audio, *, max_seconds: float | None = DEFAULT_MAX_SECONDS,
     (None: no bound). ``name`` is how errors call it (default: the path, or "the audio")."""
     if isinstance(audio, (str, os.PathLike)):
         path = Path(audio)
-        label = name or str(path)
+        label = name or f"the file {path}"
         if not path.is_file():
-            raise AudioInputError(f"No audio file at {label}.")
+            raise AudioInputError(f"No audio file at {path}.")
         samples = _decode(path, label, max_seconds)
     elif isinstance(audio, (bytes, bytearray, memoryview)):
         label = name or "the audio"
@@ -127,8 +127,8 @@ def _resample(samples: np.ndarray, rate: int) -> np.ndarray:
 
 
 def _reason(exc: Exception) -> str:
-    text = str(exc).split(": '", 1)[0].strip() or type(exc).__name__
-    return text[:200]
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return text.strip()[:200]
 
 
 def _capital(text: str) -> str:

@@ -17,30 +17,23 @@ def looks_like_hub_id(ref: str) -> bool:
     return not ref.startswith((".", "/", "~", "\\")) and _HUB_ID.fullmatch(ref) is not None and not Path(ref).exists()
 
 
-def snapshot(repo_id: str, patterns: list[str], what: str, how_local: str) -> Path:
+def snapshot(repo_id: str, patterns: list[str], what: str, how_local: str, *, whole_repo: bool = True) -> Path:
     """The hub cache's folder of ``repo_id`` holding the files matching ``patterns`` (downloading them if needed)."""
     from huggingface_hub import constants, snapshot_download
 
+    command = f"hf download {repo_id}" + ("" if whole_repo else " " + " ".join(patterns))
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
     except Exception as exc:  # offline, unreachable, unknown repo, disk full…
-        raise ModelNotAvailableError(_message(f"{what} {repo_id!r}", constants.HF_HUB_CACHE, exc, f"hf download {repo_id}", how_local)) from exc
+        raise ModelNotAvailableError(_message(f"{what} {repo_id!r}", constants.HF_HUB_CACHE, exc, command, how_local)) from exc
 
 
-def hub_file(repo_id: str, filename: str, what: str, how_local: str, *, download: bool = True) -> Path | None:
-    """One file of ``repo_id`` from the hub cache, downloaded if needed and allowed (else None when absent)."""
-    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+def cached_file(repo_id: str, filename: str) -> Path | None:
+    """``filename`` of ``repo_id`` if the hub cache holds it (never touches the network)."""
+    from huggingface_hub import try_to_load_from_cache
 
     cached = try_to_load_from_cache(repo_id, filename)
-    if isinstance(cached, str):
-        return Path(cached)
-    if not download:
-        return None
-    try:
-        return Path(hf_hub_download(repo_id, filename))
-    except Exception as exc:
-        raise ModelNotAvailableError(_message(f"{what} {filename!r} of {repo_id!r}", constants.HF_HUB_CACHE, exc,
-                                              f"hf download {repo_id} {filename}", how_local)) from exc
+    return Path(cached) if isinstance(cached, str) else None
 
 
 def _message(what: str, cache: str, exc: Exception, command: str, how_local: str) -> str:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..vlm.errors import EngineError, ModelNotAvailableError
-from .hub import hub_file
+from .hub import cached_file, snapshot
 
 PIPER_REPO = "rhasspy/piper-voices"
 PIPER_VOICES = {"en": "en_US-lessac-medium", "zh": "zh_CN-huayan-medium"}
@@ -194,10 +194,13 @@ def _piper_from_hub(name: str, *, download: bool) -> Path | None:
     """The .onnx file of a Piper voice from the hub cache (with its .onnx.json), downloading both if allowed."""
     match = _PIPER_NAME.fullmatch(name)
     folder = f"{match['lang']}/{match['lang']}_{match['region']}/{match['name']}/{match['quality']}"
+    files = [f"{folder}/{name}.onnx", f"{folder}/{name}.onnx.json"]
+    if all(cached_file(PIPER_REPO, file) for file in files):
+        return cached_file(PIPER_REPO, files[0])
+    if not download:
+        return None
     how_local = "pass the path of a Piper .onnx voice (with its .onnx.json beside it) as the voice"
-    model = hub_file(PIPER_REPO, f"{folder}/{name}.onnx", "Piper voice", how_local, download=download)
-    config = hub_file(PIPER_REPO, f"{folder}/{name}.onnx.json", "Piper voice", how_local, download=download)
-    return model if model is not None and config is not None else None
+    return snapshot(PIPER_REPO, files, f"Piper voice {name!r} from", how_local, whole_repo=False) / files[0]
 
 
 def _piper(voice: Voice, text: str) -> bytes:
