@@ -299,3 +299,16 @@ def test_cli_reports_bad_audio_as_an_error(whisper, tmp_path, capsys):
     assert main(["transcribe", str(bad), "--model", whisper]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: The file {bad} could not be read as audio") and "Traceback" not in err
+
+
+def test_transcription_runs_while_the_vision_model_is_answering(whisper, english_wav, tiny_runtime):
+    """Speech never waits on the vision model's generation gate: with the gate held (an answer being written),
+    a transcription still finishes."""
+    import threading
+
+    done = threading.Event()
+    with tiny_runtime.gate.hold():
+        worker = threading.Thread(target=lambda: (transcribe(english_wav, "en", model=whisper), done.set()), daemon=True)
+        worker.start()
+        assert done.wait(60), "the transcription waited for the vision model's gate"
+        assert tiny_runtime.gate.busy
