@@ -155,7 +155,7 @@ def test_bad_audio_is_a_clear_error(audio, message):
 
 
 def test_over_long_audio_is_refused_without_decoding_it_all(english_wav):
-    with pytest.raises(AudioInputError, match=r"^The file .*english.wav is 1\.\d s long, above the 1-second limit\.$"):
+    with pytest.raises(AudioInputError, match=r"^The file .*english.wav is longer than the 1-second limit\.$"):
         load_audio(english_wav, max_seconds=1)
     assert load_audio(english_wav, max_seconds=None).size > SAMPLE_RATE * 2
 

@@ -55,7 +55,8 @@ def check_samples(samples: np.ndarray, label: str, max_seconds: float | None) ->
         raise AudioInputError(f"{_capital(label)} holds no sound (0 samples).")
     seconds = samples.size / SAMPLE_RATE
     if max_seconds is not None and seconds > max_seconds:
-        raise AudioInputError(f"{_capital(label)} is {seconds:.1f} s long, above the {max_seconds:g}-second limit.")
+        # Decoding stopped just past the limit, so the length is a lower bound.
+        raise AudioInputError(f"{_capital(label)} is longer than the {max_seconds:g}-second limit.")
     if float(np.max(np.abs(samples))) < SILENCE_PEAK:
         raise AudioInputError(f"{_capital(label)} is silent ({seconds:.1f} s without sound): is the microphone muted?")
 

@@ -95,7 +95,7 @@ def _language(language: str) -> str:
 
 def _named_voice(voice: str, lang: str) -> Voice:
     path = Path(voice).expanduser()
-    if voice.endswith(".onnx") or path.is_dir():
+    if voice.endswith(".onnx") or (("/" in voice or "\\" in voice) and path.is_dir()):
         return Voice("piper", path.stem, lang, _local_piper(path))
     match = _PIPER_NAME.fullmatch(voice)
     if match:
