@@ -20,6 +20,7 @@ from .agent import (
 from . import samples
 from .agent.backends import chat_model
 from .tools import ChartData, ImageStore, OcrEngineError, UnknownImageError, make_tools, parse_chart_json
+from .voice import AudioInputError, Transcript, speak, transcribe
 from .vlm import (
     DEFAULT_MODEL,
     BusyError,
@@ -45,6 +46,7 @@ __all__ = [
     "AgentResult",
     "Answer",
     "AnswerToken",
+    "AudioInputError",
     "BusyError",
     "ChartData",
     "ChatQwenVL",
@@ -64,6 +66,7 @@ __all__ = [
     "StepStarted",
     "ToolCall",
     "ToolResult",
+    "Transcript",
     "UnknownImageError",
     "VLMRuntime",
     "aask",
@@ -76,5 +79,7 @@ __all__ = [
     "make_tools",
     "parse_chart_json",
     "samples",
+    "speak",
     "stream",
+    "transcribe",
 ]
