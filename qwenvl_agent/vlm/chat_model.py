@@ -2,9 +2,8 @@
 
 Images in every LangChain content form, streaming, async, tool calling (Qwen's ``<tool_call>`` format),
 structured output. Constructing it is instant; the weights load on first use and are shared by every
-instance that names the same model, revision and dtype. Around it: ``messages`` (LangChain messages →
-the chat template's), ``tool_choice``, ``call_options`` (a call's prompt and settings) and ``chunks`` (the
-generation → LangChain chunks).
+instance that names the same model, revision and dtype. Around it: ``messages``, ``tool_choice``,
+``call_options`` (a call's prompt and settings) and ``chunks`` (a generation as LangChain chunks).
 """
 
 from __future__ import annotations
@@ -60,8 +59,7 @@ class ChatQwenVL(BaseChatModel):
         revision: str | None
             Hub revision (branch, tag or commit) of ``model``; None: the default branch.
         engine: str
-            "torch", "openvino" (int8/int4 weights, exported once) or "auto" (OpenVINO where installed,
-            else torch).
+            "torch", "openvino" (int8/int4 weights, exported once) or "auto" (OpenVINO where installed, else torch).
         weights: str
             OpenVINO weights: "int8" (closest to the original) or "int4" (fastest).
         dtype: str
@@ -98,19 +96,16 @@ class ChatQwenVL(BaseChatModel):
 
     Key init args — images:
         max_image_tokens: int
-            Visual tokens per image at most (default 1024, one per 32x32 pixels); larger images are
-            scaled down.
+            Visual tokens per image at most (default 1024, one per 32x32 pixels); larger images are scaled down.
         min_image_tokens: int | None
             Visual tokens per image at least; None: the checkpoint's own (64). Smaller images are scaled up.
         allow_remote_images: bool
             Fetch http(s) image URLs (with a deadline and a size cap). Turn off for untrusted input.
         allow_private_urls: bool
-            Also fetch from loopback, private and other non-public addresses; turn off where requests
-            come from others (``qwenvl serve`` does), so an image URL cannot reach into the network
-            around the machine.
+            Also fetch from loopback, private and other non-public addresses; turn off where requests come from
+            others (``qwenvl serve`` does), so an image URL cannot reach into the network around the machine.
         allow_local_files: bool | str
-            Read image paths and file:// URLs: anywhere (True), nowhere (False), or only inside this
-            folder.
+            Read image paths and file:// URLs: anywhere (True), nowhere (False), or only inside this folder.
 
     Key init args — the loaded model (shared by every ChatQwenVL of it):
         max_waiting: int | None
@@ -207,11 +202,14 @@ class ChatQwenVL(BaseChatModel):
             found = llm.with_structured_output(Invoice).invoke([message])  # an Invoice, from the image above
 
     Engines:
+        "auto" runs OpenVINO where it is installed and falls back to torch, with a warning, if it fails;
+        a named engine that cannot run is an ``EngineError``.
+
         .. code-block:: python
 
-            fast = ChatQwenVL(engine="openvino", weights="int4")  # exported once, then cached on disk
+            fast = ChatQwenVL(engine="openvino", weights="int4")  # exported once into a cache folder
             exact = ChatQwenVL(engine="torch", dtype="bfloat16")
-            fast.runtime.engine_name  # the engine that runs: "openvino", or "torch" where OpenVINO is missing
+            ChatQwenVL().runtime.engine_name  # "openvino" or "torch": the engine "auto" settled on
     """
 
     model: str = DEFAULT_MODEL
@@ -384,7 +382,9 @@ class ChatQwenVL(BaseChatModel):
     ) -> ChatResult:
         return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
 
-    def _chunks(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]) -> Iterator[ChatGenerationChunk]:
+    def _chunks(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> Iterator[ChatGenerationChunk]:
         """Generate, one chunk per piece of the reply (answer text, reasoning or a tool call), then a last chunk
         with the usage and the finish reason."""
         model = kwargs.get("model", self.model)

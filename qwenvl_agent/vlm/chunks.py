@@ -17,7 +17,9 @@ if TYPE_CHECKING:
     from .runtime import VLMRuntime
 
 
-def reply_chunks(runtime: VLMRuntime, prompt: Prompt, settings: GenerationSettings, model: str) -> Iterator[ChatGenerationChunk]:
+def reply_chunks(
+    runtime: VLMRuntime, prompt: Prompt, settings: GenerationSettings, model: str
+) -> Iterator[ChatGenerationChunk]:
     """Generate, one chunk per piece of the reply (answer text, reasoning or a tool call), then a last chunk
     with the usage and the finish reason. ``model``: the name the reply's metadata gives."""
     names = [tool["function"]["name"] for tool in prompt.tools or []]
@@ -58,7 +60,8 @@ def piece_chunks(pieces: Iterable[str | Reasoning | ParsedCall], first_call: int
         if isinstance(piece, str):
             yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
         elif isinstance(piece, Reasoning):
-            yield ChatGenerationChunk(message=AIMessageChunk(content="", additional_kwargs={"reasoning_content": piece.text}))
+            reasoning = AIMessageChunk(content="", additional_kwargs={"reasoning_content": piece.text})
+            yield ChatGenerationChunk(message=reasoning)
         else:
             yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[piece.as_chunk(index)]))
             index += 1
