@@ -322,7 +322,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     settings = ServerSettings(
         model=args.model, engine=args.engine, weights=args.weights, dtype=args.dtype, api_key=args.api_key,
-        allow_remote_images=args.allow_remote_images, allow_local_files=args.allow_local_files,
+        allow_remote_images=args.allow_remote_images, allow_local_files=args.allow_local_files or False,
         max_body_mb=args.max_body_mb, max_images=args.max_images, max_image_pixels=args.max_image_pixels,
         max_pdf_pages=args.max_pdf_pages, max_tokens=args.max_tokens, max_waiting=args.max_waiting,
         ocr_engine=args.ocr_engine, max_new_tokens=args.max_new_tokens, max_image_tokens=args.max_image_tokens,

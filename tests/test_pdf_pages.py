@@ -7,7 +7,7 @@ import io
 import pypdfium2 as pdfium
 import pytest
 
-from qwenvl_agent.tools import store as store_module
+from qwenvl_agent.tools import pdf as pdf_module
 from qwenvl_agent.tools.store import ImageStore
 from qwenvl_agent.vlm.errors import ImageInputError
 
@@ -24,15 +24,15 @@ def pdf_of_sizes(*sizes: tuple[float, float]) -> bytes:
 
 @pytest.fixture
 def renders(monkeypatch) -> list:
-    """Every page render of the store, recorded (and still done)."""
+    """Every page render of the store (done in tools/pdf.py), recorded (and still done)."""
     calls = []
-    real = store_module._rendered
+    real = pdf_module._rendered
 
     def spy(page, scale, *args, **kwargs):
         calls.append(scale)
         return real(page, scale, *args, **kwargs)
 
-    monkeypatch.setattr(store_module, "_rendered", spy)
+    monkeypatch.setattr(pdf_module, "_rendered", spy)
     return calls
 
 

@@ -12,6 +12,7 @@ import time
 import httpx
 import pytest
 from documents import draw_invoice, png_bytes
+from test_pdf_pages import pdf_of_sizes
 
 pytest.importorskip("fastapi")
 from served import Served  # noqa: E402
@@ -260,6 +261,17 @@ def test_the_agent_streams_typed_events_and_remembers_the_thread(served):
     follow_up = agent_events(served, {"question": "And the date?", "thread_id": events[0]["thread_id"]})
     assert follow_up[0]["thread_id"] == events[0]["thread_id"]
     assert served.app.state.assistant.store(events[0]["thread_id"]).ids() == ["img-1"]
+
+
+def test_the_agent_takes_files_and_images_together(served):
+    pdf = data_url(pdf_of_sizes((300, 400), (300, 400)), "application/pdf")
+    body = {"question": "What is in these?", "files": [pdf], "images": [data_url(png_bytes(draw_invoice()))]}
+    with scripted_replies(served.runtime, ["An invoice and a letter."]):
+        events = agent_events(served, body)
+    assert events[-1]["event"] == "Answer" and events[-1]["text"] == "An invoice and a letter."
+    assert served.app.state.assistant.store(events[0]["thread_id"]).ids() == ["img-1", "doc-1/page-1", "doc-1/page-2"]
+    error = post(served, "/v1/agent", {"question": "What?", "files": ["not base64 !!"]}).json()["error"]
+    assert error["param"] == "files[0]" and "base64" in error["message"]
 
 
 def agent_events(served, body):

@@ -52,10 +52,10 @@ def test_a_malformed_file_url_for_the_agent_is_a_400(served):
 
 
 def test_a_pdf_with_a_huge_page_is_a_400_before_anything_is_rendered(served, monkeypatch):
-    from qwenvl_agent.tools import store as store_module
+    from qwenvl_agent.tools import pdf as pdf_module
 
     renders = []
-    monkeypatch.setattr(store_module, "_rendered", lambda *args, **kwargs: renders.append(args))
+    monkeypatch.setattr(pdf_module, "_rendered", lambda *args, **kwargs: renders.append(args))
     pdf = data_url(pdf_of_sizes((600, 800), (20000, 20000)), "application/pdf")
     error = bad_request(served, "/v1/agent", {"question": "What is on the poster?", "images": [pdf]})
     assert "page 2 " in error["message"].lower() and "40000x40000 pixels" in error["message"]

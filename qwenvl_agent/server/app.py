@@ -74,7 +74,9 @@ class ServerSettings:
     dtype: str = "auto"
     api_key: str | None = None
     allow_remote_images: bool = False
-    allow_local_files: str | None = None  # a folder images may be read from; None: no local files
+    # Image paths and file:// URLs requests may name: False none; a folder, only files inside it; True, any
+    # file the server can read (as ChatQwenVL.allow_local_files). The CLI sets a folder with --allow-local-files DIR.
+    allow_local_files: bool | str = False
     max_body_mb: float = 25.0
     max_images: int = 8
     max_image_pixels: int = 40_000_000
@@ -391,7 +393,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         if body.thread_id is not None:
             conversations.check(body.thread_id, owner)
         loader.require()
-        files = await asyncio.to_thread(_files, body.images, settings, assistant.dpi)
+        files = await asyncio.to_thread(_files, {"images": body.images, "files": body.files}, settings, assistant.dpi)
         _refuse_when_full(llm)
         release = admission.enter()
         thread_id = body.thread_id or await asyncio.to_thread(conversations.new, owner)
@@ -399,7 +401,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
             await asyncio.to_thread(assistant.add_images, files, thread_id)
         except (QwenVLError, ValueError) as exc:
             release()
-            raise RequestError(str(exc), "images") from exc
+            raise RequestError(str(exc), "files" if body.files else "images") from exc
         events = _releasing(_sse_events(thread_id, assistant.astream(question, thread_id=thread_id)), release)
         return StreamingResponse(events, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Thread-Id": thread_id})
@@ -538,14 +540,15 @@ class _ImageRules:
         return image
 
 
-def _files(items: list, settings: ServerSettings, dpi: int) -> list[bytes]:
-    """The images and PDFs of an agent request as bytes: data URLs or base64 (http(s) URLs if allowed)."""
+def _files(fields: dict[str, list], settings: ServerSettings, dpi: int) -> list[bytes]:
+    """The images and PDFs of an agent request's fields (``images``, then ``files``) as bytes: data URLs or
+    base64 (http(s) URLs if allowed)."""
+    items = [(f"{field}[{index}]", item) for field, listed in fields.items() for index, item in enumerate(listed)]
     if len(items) > settings.max_images:
-        raise RequestError(f"At most {settings.max_images} files per request.", "images")
+        raise RequestError(f"At most {settings.max_images} files per request.", next(f for f, listed in fields.items() if listed))
     files = []
-    for index, item in enumerate(items):
+    for where, item in items:
         data = (item.data or item.url) if not isinstance(item, str) else item
-        where = f"images[{index}]"
         if not isinstance(data, str) or not data:
             raise RequestError(f"{where} must be a data URL or base64 text.", where)
         if data.lower().startswith(("http://", "https://")):

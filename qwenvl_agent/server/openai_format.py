@@ -13,6 +13,8 @@ from typing import Any
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from PIL import Image
 
+from qwenvl_agent.vlm.tool_choice import normalise_tool_choice
+
 
 class RequestError(ValueError):
     """A request the server will not run; ``param`` names the field."""
@@ -167,13 +169,10 @@ def tools_and_choice(body: dict[str, Any]) -> tuple[list[dict] | None, Any]:
             "tools must be a list of {'type': 'function', 'function': {'name': ..., 'parameters': {...}}} objects.",
             "tools",
         )
-    if isinstance(choice, dict):
-        choice = (choice.get("function") or {}).get("name")
-    if choice is not None and not isinstance(choice, str):
-        raise RequestError("tool_choice must be 'auto', 'none', 'required' or {'type': 'function', ...}.", "tool_choice")
-    names = {t["function"]["name"] for t in tools or []}
-    if choice not in (None, "auto", "none", "required", "any") and choice not in names:
-        raise RequestError(f"tool_choice names {choice!r}, which is not one of the request's tools.", "tool_choice")
+    try:  # the chat model's own reading of tool_choice, so the server accepts exactly what bind_tools does
+        choice = normalise_tool_choice(choice, [t["function"]["name"] for t in tools or []])
+    except ValueError as exc:
+        raise RequestError(str(exc), "tool_choice") from exc
     return tools or None, choice
 
 

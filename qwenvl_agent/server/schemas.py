@@ -112,7 +112,9 @@ class AgentRequest(_Request):
     model_config = ConfigDict(strict=True, extra="forbid")
 
     question: str = Field(min_length=1, pattern=r"\S")
-    images: list[str | FilePart] = Field(default_factory=list, description="Images or PDFs: data URLs or base64 text.")
+    files: list[str | FilePart] = Field(default_factory=list, description="Images or PDFs: data URLs or base64 text.")
+    images: list[str | FilePart] = Field(
+        default_factory=list, description="The same as files (its older name); given together, images come first.")
     thread_id: str | None = Field(None, max_length=128, description="A conversation id this server issued to this API key.")
 
 

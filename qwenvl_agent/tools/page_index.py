@@ -313,25 +313,16 @@ def _within(page_id: str, prefix: str | None) -> bool:
 
 def _pdf_page_lines(pdf: bytes, number: int) -> tuple[list[IndexedLine], bool]:
     """The page's text-layer lines, and whether it is a scan (a picture covering most of the page)."""
-    import pypdfium2 as pdfium
     import pypdfium2.raw as pdfium_c
 
-    from .store import _PDFIUM_LOCK
+    from .pdf import locked_page
 
-    with _PDFIUM_LOCK:  # PDFium is not thread-safe
-        document = pdfium.PdfDocument(pdf)
-        try:
-            page = document[number]
-            try:
-                left, bottom, right, top = page.get_bbox()
-                area = max((right - left) * (top - bottom), 1.0)
-                pictures = [_bounds(o) for o in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE], max_depth=3)]
-                scan = any((x2 - x1) * (y2 - y1) >= SCAN_COVER * area for x1, y1, x2, y2 in pictures)
-                return text_layer_lines(page), scan
-            finally:
-                page.close()
-        finally:
-            document.close()
+    with locked_page(pdf, number) as page:
+        left, bottom, right, top = page.get_bbox()
+        area = max((right - left) * (top - bottom), 1.0)
+        pictures = [_bounds(o) for o in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE], max_depth=3)]
+        scan = any((x2 - x1) * (y2 - y1) >= SCAN_COVER * area for x1, y1, x2, y2 in pictures)
+        return text_layer_lines(page), scan
 
 
 def _bounds(page_object) -> tuple[float, float, float, float]:
