@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import EngineError, WrongModelError
+from .errors import EngineError
+from .ir import check_model_type  # noqa: F401  (importable from here too)
 from .openvino_export import cache_root, require_openvino
 from .positions import mrope_positions
 from .reuse import ImageSpan, PrefixCache, PrefixEntry, VisionCache
@@ -362,21 +363,6 @@ def keep_last_logits(language_model) -> None:
     )
     head.input(0).replace_source_output(last.output(0))
     language_model.validate_nodes_and_infer_types()
-
-
-def check_model_type(ir_path: Path) -> None:
-    """``WrongModelError`` unless the IR in ``ir_path`` is of a Qwen3-VL model."""
-    import json
-
-    try:
-        model_type = json.loads((ir_path / "config.json").read_text()).get("model_type")
-    except (OSError, ValueError) as exc:
-        raise WrongModelError(f"{ir_path} holds an OpenVINO IR without a readable config.json ({exc}).") from exc
-    if model_type != "qwen3_vl":
-        raise WrongModelError(
-            f"{ir_path} holds an OpenVINO IR of a {model_type!r} model, not Qwen3-VL (model_type 'qwen3_vl'). "
-            "Pass a Qwen3-VL checkpoint or IR, for example Qwen/Qwen3-VL-2B-Instruct."
-        )
 
 
 def _compile_cache(ir_path: Path) -> Path:

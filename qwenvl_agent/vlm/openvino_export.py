@@ -23,10 +23,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import EngineError
+from .ir import DONE_FILE, IR_FILE, is_openvino_ir  # noqa: F401  (IR_FILE, is_openvino_ir: importable from here too)
 
 WEIGHTS = ("int8", "int4")
-IR_FILE = "openvino_language_model.xml"
-DONE_FILE = "qwenvl-export.json"
 _PHASE = "qwenvl-export phase "
 _PHASES = ("reading the checkpoint", "converting it and compressing the weights", "saving the IR")
 # optimum-intel 2.2's Qwen3-VL exporter refuses transformers above 5.0.0 (running an IR does not).
@@ -48,10 +47,6 @@ def require_openvino() -> None:
             "The OpenVINO engine needs OpenVINO and optimum-intel, which are not installed. Install them with "
             "pip install 'qwenvl-agent[openvino]', or use engine='torch'."
         )
-
-
-def is_openvino_ir(path: Path) -> bool:
-    return (path / IR_FILE).is_file()
 
 
 def cache_root() -> Path:

@@ -11,25 +11,36 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import re
 import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from . import registry
+from .cpu import cpu_flags as _cpu_flags  # resolve_dtype reads it from here
+from .cpu import cpu_has_fast_bf16, physical_cores
+from .cpu import cpuinfo as _cpuinfo  # noqa: F401  (the bench imports it from here)
 from .errors import EngineError, EngineFallbackWarning, ModelNotAvailableError, WrongModelError
 from .gate import GenerationGate
-from .openvino_export import check_weights, ensure_exported, is_openvino_ir, openvino_available
+from .hub import DEFAULT_MODEL, resolve_model_path
+from .ir import check_model_type, is_openvino_ir
+from .ir import ir_weights as _ir_weights
+from .openvino_export import check_weights, ensure_exported, openvino_available
+from .registry import loaded_runtimes, release_runtime
 from .reuse import PrefixCache, VisionCache
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "Qwen/Qwen3-VL-2B-Instruct"
+# The loader's public names; the CPU, hub, IR and registry ones live in modules of their own and are
+# importable from here too.
+__all__ = [
+    "DEFAULT_MODEL", "DTYPES", "ENGINES", "VLMRuntime", "cpu_has_fast_bf16", "load_runtime", "loaded_runtimes",
+    "physical_cores", "release_runtime", "resolve_dtype", "resolve_engine", "resolve_model_path",
+]
+
 DTYPES = ("auto", "bfloat16", "float32")
 ENGINES = ("auto", "torch", "openvino")
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
-_WEIGHT_FILES = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.tiktoken", "openvino_*.xml", "openvino_*.bin"]
 
 
 @dataclass(eq=False)
@@ -136,11 +147,6 @@ class VLMRuntime:
         return stream(self, prompt, settings)
 
 
-_cache: dict[tuple, VLMRuntime] = {}
-_cache_lock = threading.Lock()
-_key_locks: dict[tuple, threading.Lock] = {}
-
-
 def load_runtime(
     model: str | os.PathLike = DEFAULT_MODEL,
     revision: str | None = None,
@@ -175,14 +181,15 @@ def load_runtime(
     key = (_cache_key_model(model_ref), revision, resolved_engine, precision, resolved_dtype)
     fell_back = ("fell back to torch", *key)  # where "auto" settled on torch after OpenVINO failed
     limits = {"max_waiting": max_waiting, "vision_cache_mb": vision_cache_mb, "prefix_cache_mb": prefix_cache_mb}
-    with _cache_lock:
-        loaded = _cache.get(fell_back) if engine == "auto" and fell_back in _cache else _cache.get(key)
-        key_lock = _key_locks.setdefault(key, threading.Lock())
+    # Where "auto" fell back to torch once, that copy serves it from then on.
+    keys = (fell_back, key) if engine == "auto" else (key,)
+    loaded = registry.find(*keys)
     if loaded is not None:
         return _reuse(loaded, num_threads, limits)
-    with key_lock:  # two first callers must not load the same weights twice
-        if key in _cache or (engine == "auto" and fell_back in _cache):
-            return _reuse(_cache.get(key) or _cache[fell_back], num_threads, limits)
+    with registry.key_lock(key):  # two first callers must not load the same weights twice
+        loaded = registry.find(key, *keys)
+        if loaded is not None:
+            return _reuse(loaded, num_threads, limits)
         options = _Options(
             resolved_dtype, weights, num_threads,
             3 if max_waiting is None else max_waiting,
@@ -202,8 +209,7 @@ def load_runtime(
                 vision_cache_mb=vision_cache_mb, prefix_cache_mb=prefix_cache_mb,
             )
             key = fell_back
-        with _cache_lock:
-            _cache[key] = runtime
+        registry.remember(key, runtime)
     return runtime
 
 
@@ -230,25 +236,6 @@ def resolve_engine(engine: str) -> str:
     return name
 
 
-def loaded_runtimes() -> list[VLMRuntime]:
-    """The runtimes loaded in this process."""
-    with _cache_lock:
-        return list(_cache.values())
-
-
-def release_runtime(runtime: VLMRuntime) -> bool:
-    """Forget ``runtime`` (under every key it is cached by), so its memory is freed once nothing else holds
-    it: a page that switched models, for example. True if it was loaded."""
-    import gc
-
-    with _cache_lock:
-        keys = [key for key, cached in _cache.items() if cached is runtime]
-        for key in keys:
-            del _cache[key]
-    gc.collect()
-    return bool(keys)
-
-
 def _cache_key_model(model_ref: str) -> str:
     path = Path(model_ref).expanduser()
     return str(path.resolve()) if path.is_dir() else model_ref
@@ -262,77 +249,8 @@ def resolve_dtype(dtype: str) -> str:
     if name not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}.")
     if name == "auto":
-        return "bfloat16" if cpu_has_fast_bf16() else "float32"
+        return "bfloat16" if cpu_has_fast_bf16(_cpu_flags()) else "float32"
     return name
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True where the CPU multiplies bfloat16 natively (AMX-BF16 or AVX512-BF16)."""
-    flags = _cpu_flags()
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def _cpuinfo() -> list[tuple[str, str]]:
-    """(name, value) pairs of /proc/cpuinfo; empty where there is none (macOS, Windows)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            return [(name.strip(), value.strip()) for name, _, value in (line.partition(":") for line in handle)]
-    except OSError:
-        return []
-
-
-def _cpu_flags() -> set[str]:
-    return next((set(value.split()) for name, value in _cpuinfo() if name == "flags"), set())
-
-
-def physical_cores() -> int:
-    """Physical cores (hyper-threads share their core's matrix units, so they add nothing here)."""
-    cores: set[tuple[str, str]] = set()
-    physical = "0"
-    for name, value in _cpuinfo():
-        if name == "physical id":
-            physical = value
-        elif name == "core id":
-            cores.add((physical, value))
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(len(cores) or available, available))
-
-
-def resolve_model_path(model: str, revision: str | None = None) -> Path:
-    """A local folder holding the checkpoint: ``model`` itself, or the hub cache (downloading if needed)."""
-    path = Path(model).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ModelNotAvailableError(f"{path} is a folder but has no config.json: it is not a model checkpoint.")
-        return path
-    if _looks_like_path(model):
-        raise ModelNotAvailableError(f"No model folder at {path}. Give an existing folder or a hub id like {DEFAULT_MODEL}.")
-    return _download(model, revision)
-
-
-def _looks_like_path(model: str) -> bool:
-    return model.startswith((".", "/", "~", "\\")) or _HUB_ID.fullmatch(model) is None
-
-
-def _download(repo_id: str, revision: str | None) -> Path:
-    from huggingface_hub import constants, snapshot_download
-
-    try:
-        # Shows a progress bar per file while downloading; returns at once when the cache is complete.
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=_WEIGHT_FILES))
-    except Exception as exc:  # offline, unreachable, unknown repo, gated repo, disk full…
-        raise ModelNotAvailableError(_not_available_message(repo_id, revision, constants.HF_HUB_CACHE, exc)) from exc
-
-
-def _not_available_message(repo_id: str, revision: str | None, cache: str, exc: Exception) -> str:
-    rev = f" --revision {revision}" if revision else ""
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    why = "HF_HUB_OFFLINE is set" if offline else f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-    return (
-        f"Model {repo_id!r} is not in the local cache ({cache}) and could not be downloaded ({why}). "
-        f"Download it once where the Hugging Face hub is reachable with `qwenvl download {repo_id}{rev}` "
-        f"(or `hf download {repo_id}{rev}`), or pass the path of a local folder that holds the checkpoint."
-    )
 
 
 @dataclass(frozen=True)
@@ -386,8 +304,6 @@ def _load_torch(model_ref: str, revision: str | None, path: Path, options: _Opti
     from .engine_torch import TorchEngine
 
     if is_openvino_ir(path) and not any(path.glob("*.safetensors")):
-        from .engine_openvino import check_model_type
-
         check_model_type(path)  # an IR of another model is named as such first
         raise EngineError(
             f"{path} holds an OpenVINO IR, which the torch engine cannot run: use engine='openvino' (with "
@@ -418,7 +334,7 @@ def _load_torch(model_ref: str, revision: str | None, path: Path, options: _Opti
 def _load_openvino(model_ref: str, revision: str | None, path: Path, options: _Options) -> VLMRuntime:
     from transformers import AutoProcessor
 
-    from .engine_openvino import OpenVINOEngine, check_model_type, load_openvino_model
+    from .engine_openvino import OpenVINOEngine, load_openvino_model
     from .openvino_export import require_openvino
 
     if is_openvino_ir(path):
@@ -446,23 +362,3 @@ def _load_openvino(model_ref: str, revision: str | None, path: Path, options: _O
         prefix_cache=prefix_cache,
         num_threads=threads or None,  # as OpenVINO chose them where none were asked for
     )
-
-
-def _ir_weights(ir_path: Path, requested: str) -> str:
-    """The weights of an IR: as recorded by our export, else as NNCF's weight compression recorded them at the
-    end of the language model's XML (a published IR), else what was asked for."""
-    import json
-
-    try:
-        return json.loads((ir_path / "qwenvl-export.json").read_text())["weights"]
-    except (OSError, ValueError, KeyError):
-        pass
-    try:
-        with (ir_path / "openvino_language_model.xml").open("rb") as xml:
-            xml.seek(0, os.SEEK_END)
-            xml.seek(max(0, xml.tell() - 65536))
-            tail = xml.read().decode("utf-8", "replace")
-    except OSError:
-        return requested
-    found = re.search(r'<weight_compression>.*?<mode value="(int4|int8)', tail, re.S)
-    return found.group(1) if found else requested
