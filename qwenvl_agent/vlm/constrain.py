@@ -36,9 +36,10 @@ END_TOKENS = ("<|im_end|>", "<|endoftext|>")
 # json.dumps' own separators, which Qwen's chat template writes arguments with: one way to write a value,
 # so more of a call is forced (and jumped over) and the model sees the format it was trained on.
 _JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
-# Within this many tokens of the end of the budget, each sampled token is checked to leave room to close.
+# Within this many tokens of the end of the budget (or a whole reply's length, if more), each sampled token
+# is checked to leave room to close.
 CLOSING_WINDOW = 32
-_CHECKED_CANDIDATES = 8
+_CHECKED_CANDIDATES = 3
 _REMEASURE_EVERY = 8
 _MAX_CLOSING_BYTES = 4096
 
@@ -147,11 +148,15 @@ class ToolCallGrammar(Grammar):
                 continue
             schema = function.get("parameters") or {"type": "object", "properties": {}}
             schema = _restrict_ids(schema, ids_by_field or {})
-            (kept if schema is not None else dropped).append({"name": function["name"], "parameters": schema})
+            if schema is None:
+                dropped.append(function["name"])
+            else:
+                kept.append({"name": function["name"], "parameters": schema})
         if not kept:
+            empty = ", ".join(f for f, ids in (ids_by_field or {}).items() if not ids)
             raise ConstraintError(
-                f"No tool can be called: {', '.join(dropped)} each need an id ({', '.join(ids_by_field or {})}) "
-                "and there is none. Add an image or document first."
+                f"No tool can be called: {', '.join(dropped)} {'needs' if len(dropped) == 1 else 'each need'} an id "
+                f"({empty}) and there is none. Add an image or a document first."
             )
         return cls(kept, forced=tool_choice not in (None, "auto"))
 
@@ -342,9 +347,10 @@ class Constraint:
         self._closing: list[int] | None = None  # the path to the end, while closing
         self._path_cache: list[int] | None = None
         self._path_length: int | None = None  # as last measured
+        self._checked_paths: dict[int, list[int]] = {}
         self._since_measured = 0
         self._bits = (env.vocab_size + 31) // 32
-        self.forced_count = 0  # tokens that came from forced_tokens(): decode steps jump-forward saved
+        self._at_start = True  # no token of the grammar yet
         self.done = False
 
     # ---- the decode loop's calls
@@ -355,7 +361,9 @@ class Constraint:
         if self.phase == "grammar":
             return self._grammar_mask()
         if self.phase == "free" and self._budget is not None and self._budget <= self._call_cost() + 1:
-            return self._all_but(self.env.tokens.ids.get(TOOL_CALL_OPEN))  # too late to open a call
+            return self._all_but([self.env.tokens.ids.get(TOOL_CALL_OPEN)])  # too late to open a call
+        if self.phase == "think" and not self.grammar.triggered:
+            return self._all_but(self.env.end_ids)  # a reply that must be a call or a value cannot end in thought
         return None
 
     def apply(self, logits: Any) -> Any:
@@ -399,6 +407,11 @@ class Constraint:
         self._budget = int(tokens_left)
         if self.phase == "grammar" and self._closing is None and not self.done and self._near_end():
             path = self._path()
+            if path is not None and len(path) > self._budget and self._at_start:
+                raise ConstraintError(
+                    f"The reply may have {self._budget} more tokens, but a complete one needs at least {len(path)} "
+                    "tokens: raise max_tokens."
+                )
             if path is not None and len(path) >= self._budget:
                 self._closing = path
         return self._closing is not None
@@ -409,7 +422,7 @@ class Constraint:
         self._since_measured += 1
         if self._path_length is None or self._since_measured >= _REMEASURE_EVERY:
             return True
-        return self._budget <= self._path_length + 2 * CLOSING_WINDOW
+        return self._budget <= self._path_length + self._window() + _REMEASURE_EVERY
 
     # ---- phases
 
@@ -424,7 +437,11 @@ class Constraint:
                 raise ConstraintError(f"Token {token} is not allowed here: {self._matcher.get_error() or 'grammar'}.")
             if self._closing is not None:
                 self._closing.pop(0)
-            self._path_cache = None
+            self._at_start = False
+            self._path_cache = self._checked_paths.get(token)
+            self._checked_paths = {}
+            if self._path_cache is not None:
+                self._path_length, self._since_measured = len(self._path_cache), 0
             self._string = _scan(self.env.token_bytes(token), *self._string)
             self.done = self._matcher.is_stopped()
             return
@@ -443,6 +460,7 @@ class Constraint:
         if phase == "grammar":
             self._matcher = self.grammar._compiled(self.env, self._after_think and not self.grammar.triggered)
             self._string = (False, False)
+            self._path_cache = self._path_length = None
 
     def _must_end_thinking(self) -> bool:
         """In a forced grammar, reasoning that runs into the budget ends in time for the grammar to fit."""
@@ -474,10 +492,15 @@ class Constraint:
     def _in_window(self) -> bool:
         if self._budget is None or self._closing is not None or self._path_length is None:
             return False
-        if self._budget - self._path_length >= CLOSING_WINDOW + _REMEASURE_EVERY:
+        if self._budget - self._path_length >= self._window() + _REMEASURE_EVERY:
             return False
         path = self._path()
-        return path is not None and self._budget - len(path) < CLOSING_WINDOW
+        return path is not None and self._budget - len(path) < self._window()
+
+    def _window(self) -> int:
+        """How near the end sampled tokens are checked: at least as far as one token can push the end away,
+        which is as far as a whole new call or value (a newline after a call opens the next one)."""
+        return max(CLOSING_WINDOW, self._call_cost() + _REMEASURE_EVERY)
 
     def _checked(self, mask: np.ndarray, logits: Any) -> np.ndarray:
         """Near the end of the budget: only the likeliest tokens that still leave room to close, and the
@@ -488,6 +511,7 @@ class Constraint:
         scores = scores.reshape(-1)[: self.env.vocab_size].copy()
         scores[~allowed[: scores.shape[0]]] = -np.inf
         keep = {path[0]}
+        self._checked_paths = {path[0]: path[1:]}
         for token in np.argsort(-scores)[:_CHECKED_CANDIDATES]:
             if not np.isfinite(scores[token]) or int(token) in keep:
                 continue
@@ -495,9 +519,10 @@ class Constraint:
             if not trial.consume_token(int(token)):
                 continue
             state = _scan(self.env.token_bytes(int(token)), *self._string)
-            rest = [] if trial.is_stopped() else _closing_path(trial, self.env, state)
+            rest = [] if trial.is_stopped() else _same_way(trial, path) or _closing_path(trial, self.env, state)
             if rest is not None and len(rest) <= self._budget - 1:
                 keep.add(int(token))
+                self._checked_paths[int(token)] = rest  # the next step's way to the end, if this is sampled
         out = np.zeros_like(mask)
         for token in keep:
             out[token // 32] |= np.int32(np.uint32(1 << (token % 32)).view(np.int32))
@@ -508,11 +533,13 @@ class Constraint:
         out[token // 32] = np.uint32(1 << (token % 32)).view(np.int32)
         return out
 
-    def _all_but(self, token: int | None) -> np.ndarray | None:
-        if token is None:
+    def _all_but(self, tokens: Sequence[int | None]) -> np.ndarray | None:
+        tokens = [t for t in tokens if t is not None]
+        if not tokens:
             return None
         out = np.full(self._bits, -1, dtype=np.int32)
-        out[token // 32] &= ~np.uint32(1 << (token % 32)).view(np.int32)
+        for token in tokens:
+            out[token // 32] &= ~np.uint32(1 << (token % 32)).view(np.int32)
         return out
 
 
@@ -537,15 +564,21 @@ def _scan(data: bytes, in_string: bool, escaped: bool) -> tuple[bool, bool]:
 
 
 def _closing_path(matcher: Any, env: _Environment, state: tuple[bool, bool]) -> list[int] | None:
-    """The tokens of a short way from ``matcher``'s state to the end of the reply (end token included), or
-    None if none is found. Built byte by byte, preferring what closes; then written in the tokenizer's own
-    (fewer) tokens where the grammar takes them."""
+    """The tokens of a short way from ``matcher``'s state to the end of the reply (end token included, unless
+    the grammar ends by itself), or None if none is found. What the grammar forces is taken as it is; at each
+    choice the byte that closes most. Then written in the tokenizer's own tokens where that is shorter."""
     trial = matcher.deep_copy()
     specials = [t for t in (env.tokens.ids.get(TOOL_CALL_CLOSE), env.tokens.ids.get(TOOL_CALL_OPEN)) if t is not None]
-    pieces: list[bytes | int] = []
+    taken: list[int] = []
     while not trial.is_stopped():
-        if len(pieces) > _MAX_CLOSING_BYTES:
+        if len(taken) > _MAX_CLOSING_BYTES:
             return None
+        forced = trial.compute_ff_tokens()
+        if forced and trial.consume_tokens(forced):
+            taken += forced
+            for token in forced:
+                state = _scan(env.token_bytes(token), *state)
+            continue
         in_string, escaped = state
         order = _ESCAPED if escaped else _IN_STRING if in_string else _OUTSIDE
         candidates = ([] if in_string else env.end_ids + specials) + [env.byte_tokens[b] for b in order]
@@ -554,31 +587,34 @@ def _closing_path(matcher: Any, env: _Environment, state: tuple[bool, bool]) -> 
             chosen = next((t for t in env.byte_tokens if trial.try_consume_tokens([t]) == 1), None)
         if chosen is None:
             return None
-        if chosen in env.end_ids or chosen in specials:
-            pieces.append(chosen)
-            if chosen in env.end_ids:
-                break
-        else:
-            data = env.tokenizer.decode_bytes([chosen])
-            pieces.append(data)
-            state = _scan(data, *state)
-    by_bytes = [p if isinstance(p, int) else env.byte_tokens[p[0]] for p in pieces]
-    shorter = _retokenized(pieces, env)
-    if len(shorter) < len(by_bytes):
+        taken.append(chosen)
+        if chosen in env.end_ids:
+            break
+        state = _scan(env.token_bytes(chosen), *state)
+    shorter = _retokenized(taken, env, specials)
+    if len(shorter) < len(taken):
         check = matcher.deep_copy()
         if check.try_consume_tokens(shorter) == len(shorter) and check.is_stopped():
             return shorter
-    return by_bytes
+    return taken
 
 
-def _retokenized(pieces: list[bytes | int], env: _Environment) -> list[int]:
+def _same_way(matcher: Any, path: list[int]) -> list[int] | None:
+    """``path`` if it still ends the reply from ``matcher``'s state (as after a word inside a string), else None:
+    the cheap check, before looking for a way of its own."""
+    trial = matcher.deep_copy()
+    return path if trial.try_consume_tokens(path) == len(path) and trial.is_stopped() else None
+
+
+def _retokenized(tokens: list[int], env: _Environment, specials: list[int]) -> list[int]:
+    """``tokens`` written again by the tokenizer, special tokens kept where they are."""
     out: list[int] = []
     run = b""
-    for piece in pieces:
-        if isinstance(piece, bytes):
-            run += piece
-            continue
-        out += env.tokenizer.tokenize_bytes(run) if run else []
-        run = b""
-        out.append(piece)
+    for token in tokens:
+        if token in env.end_ids or token in specials:
+            out += env.tokenizer.tokenize_bytes(run) if run else []
+            run = b""
+            out.append(token)
+        else:
+            run += env.tokenizer.decode_bytes([token])
     return out + (env.tokenizer.tokenize_bytes(run) if run else [])
