@@ -156,6 +156,79 @@ def run_generation(lib, matcher, rng, stats, eos):
     stats["steps"].append(steps)
 
 
+def run_constraint(grammar, tok, rng, stats, budget: int) -> None:
+    """One generation through qwenvl_agent.vlm.constrain as a decode loop drives it, timing each call."""
+    constraint = grammar.constraint(tok, vocab_size=VOCAB)
+    produced = forced_total = 0
+    while not constraint.done and produced < budget:
+        t0 = time.perf_counter()
+        constraint.close_within(budget - produced)
+        forced = constraint.forced_tokens()
+        t1 = time.perf_counter()
+        stats["close+forced"].append((t1 - t0) * 1e3)
+        if forced:
+            constraint.accept(forced)
+            produced += len(forced)
+            forced_total += len(forced)
+            stats["forward_passes"].append(1)
+            continue
+        logits = rng.standard_normal(VOCAB, dtype=np.float32)
+        tlogits = torch.from_numpy(logits.copy()).unsqueeze(0)
+        t2 = time.perf_counter()
+        constraint.apply(logits)
+        t3 = time.perf_counter()
+        constraint.apply(tlogits)
+        t4 = time.perf_counter()
+        stats["apply_np"].append((t3 - t2) * 1e3)
+        stats["apply_torch"].append((t4 - t3) * 1e3)
+        p = np.exp(logits - logits.max())
+        token = int(rng.choice(VOCAB, p=p / p.sum()))
+        t5 = time.perf_counter()
+        constraint.accept(token)
+        stats["accept"].append((time.perf_counter() - t5) * 1e3)
+        produced += 1
+        stats["forward_passes"].append(1)
+    stats["steps"].append(produced)
+    stats["forced_share_%"].append(100 * forced_total / max(produced, 1))
+
+
+REALISTIC_CALLS = [
+    '<tool_call>\n{"name": "ocr_image", "arguments": {"image_id": "doc-1/page-2"}}\n</tool_call>',
+    '<tool_call>\n{"name": "zoom_image", "arguments": {"image_id": "img-1", "box": [500, 0, 1000, 500]}}\n</tool_call>',
+    '<tool_call>\n{"name": "read_chart", "arguments": {"image_id": "img-2", "question": "Which quarter is highest?"}}\n</tool_call>',
+    '<tool_call>\n{"name": "search_document", "arguments": {"query": "total amount due"}}\n</tool_call>',
+    '<tool_call>\n{"name": "read_page_text", "arguments": {"page_id": "doc-1/page-3"}}\n</tool_call>',
+    '<tool_call>\n{"name": "locate_in_image", "arguments": {"image_id": "img-1", "what": "the invoice total"}}\n</tool_call>',
+    '<tool_call>\n{"name": "describe_image", "arguments": {"image_id": "img-2/zoom-1"}}\n</tool_call>',
+]
+
+
+def jump_forward(grammar, tok) -> None:
+    """Decode steps for calls a planner writes: one per token unconstrained, one per choice or forced span with
+    jump-forward (the model is made to write each call; the grammar forces what it can)."""
+    total_tokens = total_passes = 0
+    for text in REALISTIC_CALLS:
+        constraint = grammar.constraint(tok, vocab_size=VOCAB)
+        target = text.encode()
+        done = b""
+        passes = 0
+        while not constraint.done:
+            forced = constraint.forced_tokens()
+            if not forced:
+                rest = target[len(done):].decode()
+                forced = tok.encode(rest, add_special_tokens=False)[:1] if rest else [tok.convert_tokens_to_ids("<|im_end|>")]
+            constraint.accept(forced)
+            passes += 1
+            done += tok.decode(forced, skip_special_tokens=False).encode().replace(b"<|im_end|>", b"")
+        tokens = len(tok.encode(text, add_special_tokens=False)) + 1
+        assert done == target, (done, target)
+        print(f"  {tokens:3d} tokens, {passes:3d} decode steps with jump-forward: {text[12:72]}…")
+        total_tokens += tokens
+        total_passes += passes
+    print(f"jump-forward: {total_passes} decode steps for {total_tokens} tokens "
+          f"({100 * (1 - total_passes / total_tokens):.0f} % fewer)")
+
+
 def main() -> None:
     from transformers import AutoTokenizer
 
@@ -163,6 +236,8 @@ def main() -> None:
     parser.add_argument("tokenizer")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--generations", type=int, default=10)
+    parser.add_argument("--budget", type=int, default=256)
+    parser.add_argument("--only-constrain", action="store_true")
     args = parser.parse_args()
     tok = AutoTokenizer.from_pretrained(args.tokenizer)
     eos = {tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")}
@@ -174,11 +249,11 @@ def main() -> None:
         "tools7": (tool_schemas(7)[0], True),
         "pydantic": (Invoice.model_json_schema(), False),
     }
-    results: dict = {}
-    for name, (schema, wrap) in cases.items():
+    results: dict = {name: {} for name in cases}
+    for name, (schema, wrap) in ({} if args.only_constrain else cases).items():
         for rnd in range(args.rounds):
             for lib in ("llg", "xgr"):  # interleaved: both see the same load from the other processes
-                res = results.setdefault(name, {}).setdefault(lib, {"compile": [], "mask": [], "apply_np": [], "apply_torch": [], "accept": [], "steps": []})
+                res = results[name].setdefault(lib, {"compile": [], "mask": [], "apply_np": [], "apply_torch": [], "accept": [], "steps": []})
                 if lib == "llg":
                     _, seconds = llg_compile(lt, schema, wrap)
                 else:
@@ -188,11 +263,30 @@ def main() -> None:
                 for _ in range(args.generations):
                     matcher = llg_compile(lt, schema, wrap)[0] if lib == "llg" else xgr_compile(compiler, schema, wrap)[0]
                     run_generation(lib, matcher, rng, res, eos)
-    print(f"{'case/library':18} {'what':12} {'median':>9} {'p90':>9} {'max':>9} {'mean':>9} {'n':>6}  (ms; steps: count)")
+    from qwenvl_agent.tools import ImageStore, make_tools
+    from qwenvl_agent.vlm.constrain import JsonSchemaGrammar, ToolCallGrammar
+
+    project_tools = make_tools(None, ImageStore())
+    ids = {"image_id": IDS, "page_id": IDS, "doc_id": ["doc-1"]}
+    grammars = {
+        "tools3": ToolCallGrammar.from_tools(project_tools[:3], ids, tool_choice="any"),
+        "tools7": ToolCallGrammar.from_tools(project_tools, ids, tool_choice="any"),
+        "pydantic": JsonSchemaGrammar(Invoice),
+    }
+    jump_forward(grammars["tools7"], tok)
+    for name, grammar in grammars.items():
+        res = results[name]["constrain.py"] = {"close+forced": [], "apply_np": [], "apply_torch": [], "accept": [],
+                                                "steps": [], "forward_passes": [], "forced_share_%": []}
+        for rnd in range(args.rounds):
+            rng = np.random.default_rng(rnd)
+            for _ in range(args.generations):
+                run_constraint(grammar, tok, rng, res, budget=args.budget)
+        res["forward_passes"] = [len(res["forward_passes"]) / (args.rounds * args.generations)]
+    print(f"{'case/library':22} {'what':15} {'median':>9} {'p90':>9} {'max':>9} {'mean':>9} {'n':>6}  (ms; steps: count)")
     for name, libs in results.items():
         for lib, res in libs.items():
             for key, vals in res.items():
-                print(f"{name + '/' + lib:18} {key:12} {statistics.median(vals):9.4f} {np.percentile(vals, 90):9.4f} "
+                print(f"{name + '/' + lib:22} {key:15} {statistics.median(vals):9.4f} {np.percentile(vals, 90):9.4f} "
                       f"{max(vals):9.4f} {statistics.fmean(vals):9.4f} {len(vals):6d}")
 
 
