@@ -5,11 +5,11 @@ one of the bound tools with arguments that follow its JSON schema, ids limited t
 ``JsonSchemaGrammar`` (the whole reply is one JSON value of a schema). ``grammar.constraint(tokenizer)``
 starts one generation's ``Constraint``; the decode loop then, at each step:
 
-    constraint.close_within(tokens_left)       # the budget, so the reply never ends truncated
+    constraint.close_within(n_tokens_left)     # the budget, so the reply never ends truncated
     forced = constraint.forced_tokens()          # jump-forward: the only continuation, fed in one pass
     if forced: feed them, constraint.accept(forced)
     else:      constraint.apply(logits); sample; constraint.accept(token)
-    stop when constraint.done (or at an end token)
+    stop when constraint.done (a JSON value ends the reply by itself: no end token is needed)
 
 Matching runs on llguidance (chosen by measurement, docs/CONSTRAINED_DECODING.md): a Lark grammar with the
 JSON schemas embedded, token masks as bitmasks, forced tokens computed by the library.
@@ -374,18 +374,17 @@ class Constraint:
             return logits
         if self.phase == "grammar" and self._in_window():
             mask = self._checked(mask, logits)
-        allowed = _unpack(mask, logits.shape[-1])
-        if isinstance(logits, np.ndarray):
-            logits[..., ~allowed] = -np.inf
-        else:
-            import torch
+        import torch
 
-            logits.masked_fill_(torch.from_numpy(~allowed).to(logits.device), float("-inf"))
+        banned = torch.from_numpy(~_unpack(mask, logits.shape[-1]))
+        # numpy logits are written through a torch view of the same memory: torch's masked fill is the faster
+        target = torch.from_numpy(logits) if isinstance(logits, np.ndarray) else logits
+        target.masked_fill_(banned.to(target.device), float("-inf"))
         return logits
 
-    def accept(self, tokens: int | Sequence[int]) -> None:
-        """Advance past ``tokens`` (one id or several, as they were appended to the reply)."""
-        for token in [tokens] if isinstance(tokens, (int, np.integer)) else tokens:
+    def accept(self, token_id: int | Sequence[int]) -> None:
+        """Advance past ``token_id`` (or several ids, as forced_tokens() gave them), as appended to the reply."""
+        for token in [token_id] if isinstance(token_id, (int, np.integer)) else token_id:
             self._accept_one(int(token))
 
     def forced_tokens(self) -> list[int]:
@@ -399,12 +398,12 @@ class Constraint:
             return list(self._closing)
         return list(self._matcher.compute_ff_tokens())
 
-    def close_within(self, tokens_left: int) -> bool:
+    def close_within(self, n_tokens_left: int) -> bool:
         """Tell the constraint how many tokens the reply may still add (the end token included). When what is
         open can no longer wait, it switches to closing: ``forced_tokens()`` is then the shortest way to a
         complete, valid reply (strings, arrays, objects and the call closed, required keys given), so the
         reply never ends truncated. Returns True once closing."""
-        self._budget = int(tokens_left)
+        self._budget = int(n_tokens_left)
         if self.phase == "grammar" and self._closing is None and not self.done and self._near_end():
             path = self._path()
             if path is not None and len(path) > self._budget and self._at_start:
@@ -545,9 +544,10 @@ class Constraint:
 
 def _unpack(mask: np.ndarray, width: int) -> np.ndarray:
     """A bitmask as one bool per token, ``width`` long (tokens past the mask are not allowed)."""
-    bits = np.unpackbits(np.ascontiguousarray(mask).view(np.uint8), bitorder="little").astype(bool)
+    data = np.ascontiguousarray(mask).view(np.uint8)
+    bits = np.unpackbits(data, bitorder="little", count=min(width, data.shape[0] * 8)).view(bool)
     if bits.shape[0] >= width:
-        return bits[:width]
+        return bits
     return np.concatenate([bits, np.zeros(width - bits.shape[0], dtype=bool)])
 
 
