@@ -1,6 +1,7 @@
 """Measure xgrammar against llguidance on this CPU: grammar compile time, mask time per decode step, and the
 cost of applying a mask to numpy and torch logits of Qwen3's size (151,936). Both libraries run the same
-grammars in the same process, interleaved, on Qwen's real vocabulary (the benchmark's tokenizer, built from
+grammars in the same process, interleaved (``--only-constrain``: only the project's own module, no xgrammar),
+on Qwen's real vocabulary (the benchmark's tokenizer, built from
 qwen-agent's ``qwen.tiktoken``; see qwenvl_agent/bench/tokenizer.py).
 
     python docs/scripts/measure_constrain.py TOKENIZER_FOLDER [--rounds 5] [--generations 20]
@@ -241,9 +242,10 @@ def main() -> None:
     args = parser.parse_args()
     tok = AutoTokenizer.from_pretrained(args.tokenizer)
     eos = {tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")}
-    lt, llg_tok = llg_setup(tok)
-    compiler, xgr_tok = xgr_setup(tok)
-    print(json.dumps({"tokenizer_setup_s": {"llguidance": round(llg_tok, 3), "xgrammar": round(xgr_tok, 3)}, "vocab": len(tok)}))
+    if not args.only_constrain:  # the comparison needs xgrammar too (pip install xgrammar)
+        lt, llg_tok = llg_setup(tok)
+        compiler, xgr_tok = xgr_setup(tok)
+        print(json.dumps({"tokenizer_setup_s": {"llguidance": round(llg_tok, 3), "xgrammar": round(xgr_tok, 3)}, "vocab": len(tok)}))
     cases = {
         "tools3": (tool_schemas(3)[0], True),
         "tools7": (tool_schemas(7)[0], True),
