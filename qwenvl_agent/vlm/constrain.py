@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
@@ -41,7 +42,7 @@ _JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separa
 CLOSING_WINDOW = 32
 _CHECKED_CANDIDATES = 3
 _REMEASURE_EVERY = 8
-_MAX_CLOSING_BYTES = 4096
+_MAX_CLOSING_TOKENS = 4096
 
 
 class ConstraintError(QwenVLError, ValueError):
@@ -99,7 +100,7 @@ class Grammar:
                 matcher = _compile(env, self.lark(env.tokens, after_think=after_think))
                 path = _closing_path(matcher, env, (False, False))
                 if path is None:
-                    raise ConstraintError("The grammar admits no complete reply (a schema no value can satisfy?).")
+                    raise ConstraintError("The schema admits no complete value (an empty enum, or bounds no value meets).")
                 cache[key] = (matcher, len(path), env)  # env held: its id stays its own
             return cache[key][:2]
 
@@ -315,10 +316,15 @@ def _compile(env: _Environment, lark: str) -> Any:
         grammar = llguidance.LLMatcher.grammar_from_lark(lark)
         matcher = llguidance.LLMatcher(env.tokenizer, grammar, log_level=0)
     except (ValueError, TypeError) as exc:
-        raise ConstraintError(f"The grammar could not be built: {exc}") from exc
+        raise ConstraintError(f"The grammar could not be built: {_without_listing(str(exc))}") from exc
     if matcher.is_error():
-        raise ConstraintError(f"The grammar could not be built: {matcher.get_error()}")
+        raise ConstraintError(f"The grammar could not be built: {_without_listing(matcher.get_error())}")
     return matcher
+
+
+def _without_listing(message: str) -> str:
+    """llguidance's message without the numbered listing of the grammar it appends (our own Lark text)."""
+    return "\n".join(line for line in message.splitlines() if not re.match(r"\s*\d+ \| ", line)).strip()
 
 
 # -------------------------------------------------------------------------------------------- constraint
@@ -571,7 +577,7 @@ def _closing_path(matcher: Any, env: _Environment, state: tuple[bool, bool]) -> 
     specials = [t for t in (env.tokens.ids.get(TOOL_CALL_CLOSE), env.tokens.ids.get(TOOL_CALL_OPEN)) if t is not None]
     taken: list[int] = []
     while not trial.is_stopped():
-        if len(taken) > _MAX_CLOSING_BYTES:
+        if len(taken) > _MAX_CLOSING_TOKENS:
             return None
         forced = trial.compute_ff_tokens()
         if forced and trial.consume_tokens(forced):
