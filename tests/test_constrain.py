@@ -333,3 +333,38 @@ def test_a_schema_no_value_satisfies_is_refused_by_name_when_first_used(tokenize
 def test_the_tools_in_the_grammar_are_the_ones_bind_tools_sends(tools):
     grammar = ToolCallGrammar.from_tools(list(tools.values()))
     assert [t["name"] for t in grammar.tools] == [convert_to_openai_tool(t)["function"]["name"] for t in tools.values()]
+
+
+def test_the_tiny_model_itself_writes_only_valid_calls_through_generate(tiny_runtime, tools):
+    """The real model path: ``generate`` of the tiny checkpoint on the engine the runtime loaded (transformers',
+    or optimum-intel's over OpenVINO where it is installed), sampling at temperature 1, the constraint as a
+    logits processor; the same prompts unconstrained, for the record."""
+    from transformers import LogitsProcessorList
+
+    from qwenvl_agent.vlm.constrain import ConstraintLogitsProcessor
+
+    tokenizer = tiny_runtime.processor.tokenizer
+    model = tiny_runtime.model
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the total on the invoice img-1?"}],
+        tools=[convert_to_openai_tool(t) for t in tools.values()], add_generation_prompt=True, tokenize=False,
+    )
+    inputs = tokenizer(prompt, return_tensors="pt")
+    length = inputs["input_ids"].shape[1]
+    grammar = ToolCallGrammar.from_tools(list(tools.values()), IDS, tool_choice="any")
+    sampling = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "max_new_tokens": 80}
+    valid = unconstrained = 0
+    runs = 30
+    for seed in range(runs):
+        constraint = grammar.constraint(tokenizer, vocab_size=model.config.text_config.vocab_size)
+        processor = ConstraintLogitsProcessor(constraint, length, sampling["max_new_tokens"])
+        torch.manual_seed(seed)
+        out = model.generate(**inputs, **sampling, logits_processor=LogitsProcessorList([processor]))
+        reply = text_of(tokenizer, out[0, length:].tolist())
+        assert valid_calls(reply, tools) is not None, (seed, reply)
+        valid += 1
+        torch.manual_seed(seed)
+        free = model.generate(**inputs, **sampling)
+        unconstrained += valid_calls(text_of(tokenizer, free[0, length:].tolist()), tools) is not None
+    print(f"\ntiny model through generate: constrained {valid}/{runs} valid, unconstrained {unconstrained}/{runs}")
+    assert unconstrained == 0

@@ -548,6 +548,39 @@ class Constraint:
         return out
 
 
+class ConstraintLogitsProcessor:
+    """A ``Constraint`` as a transformers logits processor, for decode loops that run a ``LogitsProcessorList``
+    (``generate``, and the OpenVINO engine's loop): the tokens generated since the last step are accepted,
+    the budget passed on, and the scores masked. Forced tokens become a one-token mask per step here (no
+    step is saved: jump-forward needs a loop that can feed several tokens at once); a finished constrained
+    reply gets its end token."""
+
+    def __init__(self, constraint: Constraint, prompt_length: int, max_new_tokens: int) -> None:
+        self.constraint = constraint
+        self.prompt_length = prompt_length
+        self.max_new_tokens = max_new_tokens
+        self._seen = 0
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        produced = input_ids.shape[1] - self.prompt_length
+        self.constraint.accept(input_ids[0, self.prompt_length + self._seen :].tolist())
+        self._seen = produced
+        if self.constraint.done:
+            return self._only(scores, self.constraint.env.end_ids[0])
+        self.constraint.close_within(self.max_new_tokens - produced)
+        forced = self.constraint.forced_tokens()
+        if forced:
+            return self._only(scores, forced[0])
+        return self.constraint.apply(scores)
+
+    @staticmethod
+    def _only(scores: Any, token: int) -> Any:
+        kept = scores[..., token].clone()
+        scores.fill_(float("-inf"))
+        scores[..., token] = kept
+        return scores
+
+
 def _unpack(mask: np.ndarray, width: int) -> np.ndarray:
     """A bitmask as one bool per token, ``width`` long (tokens past the mask are not allowed)."""
     data = np.ascontiguousarray(mask).view(np.uint8)
