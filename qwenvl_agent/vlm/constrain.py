@@ -404,6 +404,12 @@ class Constraint:
             return list(self._closing)
         return list(self._matcher.compute_ff_tokens())
 
+    def release(self) -> None:
+        """Stop constraining this reply: from here on every token is accepted and nothing is masked or forced
+        (for a reply forced from outside, such as a scripted one, that leaves the grammar)."""
+        self.phase = "released"
+        self._closing = None
+
     def close_within(self, n_tokens_left: int) -> bool:
         """Tell the constraint how many tokens the reply may still add (the end token included). When what is
         open can no longer wait, it switches to closing: ``forced_tokens()`` is then the shortest way to a

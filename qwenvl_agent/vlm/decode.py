@@ -9,7 +9,7 @@ appended at once, together with the token sampled before them, and fed to the mo
 A logits hook that forces a known reply (``vlm.testing.scripted_replies``, the benchmark's replies of set
 lengths) can say so by having ``upcoming(step, count) -> list[int]``: the tokens it will force from reply
 position ``step`` on. Its tokens always win over the grammar: jump-forward feeds only what both agree on,
-and where the grammar refuses a forced token the grammar steps aside for the rest of the reply.
+and where the grammar refuses a forced token the grammar is released for the rest of the reply.
 """
 
 from __future__ import annotations
@@ -157,12 +157,12 @@ class _Guide:
             if not any(list(script.upcoming(produced, 1))[:1] == [token] for script in self.scripts):
                 raise
             log.debug("A forced reply left the grammar at token %d; the rest of the reply is unconstrained.", token)
-            self.constraint = None
+            constraint.release()
 
     def __call__(self, input_ids, scores):
         """The grammar's mask, as a logits processor (before the hooks and the warpers)."""
         constraint = self.constraint  # told the budget by ``jump`` at this position
-        if constraint is None:
+        if constraint is None or constraint.phase == "released":
             return scores
         if constraint.done:
             return _only(scores, constraint.env.end_ids[0])
@@ -174,7 +174,7 @@ class _Guide:
     def _budget(self, produced: int, max_new: int) -> Constraint | None:
         """The constraint, told the tokens left (once per reply position)."""
         constraint = self.constraint
-        if constraint is None or constraint.done:
+        if constraint is None or constraint.done or constraint.phase == "released":
             return None
         if self._measured_at != produced:
             constraint.close_within(max_new - produced)

@@ -45,7 +45,12 @@ class StopWhen:
         if not stop and run.settings.repetition_guard:
             tail = input_ids[0, max(run.prompt_length, input_ids.shape[1] - REPEAT_WINDOW) :].tolist()
             if repeats_a_cycle(tail):
-                run.repeated = stop = True
+                run.repeated = True
+                constraint = getattr(run, "constraint", None)
+                if constraint is not None and constraint.phase == "grammar" and not constraint.done:
+                    constraint.close_within(0)  # inside a constrained value: close it, so the reply still parses
+                else:
+                    stop = True
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
 
