@@ -25,6 +25,8 @@ except ImportError:  # pydantic alone then (it is lax about types where jsonsche
     jsonschema = None
 
 RUNS = 200
+RECORD_RUNS = 40  # the same cases unconstrained, for the record (their valid share)
+QUESTIONS = ["Zoom into the corner of img-1.", "Record the invoice.", "图-3里有什么？", "Read doc-1/page-2."]
 IMAGE_IDS = ["img-1", "doc-1/page-2", "图-3"]
 
 
@@ -75,8 +77,9 @@ def runtime(tiny_model, engine):
 
 
 def prompt(text: str = "Look at img-1 and record the invoice.") -> Prompt:
-    tools = [convert_to_openai_tool(t) for t in TOOLS]
-    return Prompt([{"role": "user", "content": [{"type": "text", "text": text}]}], tools=tools)
+    """A short prompt: the tiny model reads the tools' schemas no better than noise, and a short prompt keeps
+    the many generations quick."""
+    return Prompt([{"role": "user", "content": [{"type": "text", "text": text}]}])
 
 
 def generate(runtime, settings: GenerationSettings, the_prompt: Prompt | None = None):
@@ -111,31 +114,35 @@ def calls_of(text: str) -> list[dict] | None:
 
 
 def test_forced_tool_calls_always_parse_and_validate(runtime):
-    grammar = ToolCallGrammar.from_tools(TOOLS, {"image_id": IMAGE_IDS}, tool_choice="any")
+    any_tool = ToolCallGrammar.from_tools(TOOLS, {"image_id": IMAGE_IDS}, tool_choice="any")
+    zoom = ToolCallGrammar.from_tools(TOOLS, {"image_id": IMAGE_IDS}, tool_choice="zoom_image")
     names, several, closed, chinese, forced, steps, tokens = set(), 0, 0, 0, 0, 0, 0
     for seed in range(RUNS):
-        budget = (60, 90, 140, 220)[seed % 4]
+        budget = (60, 72, 100, 140)[seed % 4]
+        grammar = zoom if seed % 5 == 4 else any_tool
         settings = GenerationSettings(max_new_tokens=budget, temperature=1.0, seed=seed, grammar=grammar)
-        text, stats = generate(runtime, settings)
+        text, stats = generate(runtime, settings, prompt(QUESTIONS[seed % len(QUESTIONS)]))
         calls = calls_of(text)
         assert calls is not None, (seed, text)
         assert stats.output_tokens <= budget and stats.finish_reason == "stop"
+        if grammar is zoom:
+            assert {c["name"] for c in calls} == {"zoom_image"}
         names |= {c["name"] for c in calls}
         several += len(calls) > 1
         closed += stats.output_tokens >= budget - 2
         chinese += any(c["args"].get("image_id") == "图-3" or c["args"].get("detail") == "精细" for c in calls)
         forced, steps, tokens = forced + stats.forced_tokens, steps + stats.decode_steps, tokens + stats.output_tokens
     unconstrained = sum(
-        calls_of(generate(runtime, GenerationSettings(max_new_tokens=140, temperature=1.0, seed=seed))[0]) is not None
-        for seed in range(RUNS)
+        calls_of(generate(runtime, GenerationSettings(max_new_tokens=96, temperature=1.0, seed=seed), prompt())[0]) is not None
+        for seed in range(RECORD_RUNS)
     )
-    print(f"\n{runtime.engine_name}: constrained {RUNS}/{RUNS} valid, unconstrained {unconstrained}/{RUNS}; "
-          f"{several} with several calls, {closed} closed by the budget; {tokens} tokens in {steps} decode steps "
-          f"({forced} forced)")
+    print(f"\n{runtime.engine_name}: constrained {RUNS}/{RUNS} valid, unconstrained {unconstrained}/{RECORD_RUNS}; "
+          f"{several} with several calls, {closed} closed by the budget, {chinese} with Chinese values; {tokens} "
+          f"tokens in {steps} decode steps ({forced} forced)")
     assert names == set(MODELS)  # enums, numbers, nested objects, Chinese: every tool was called
     assert several and closed and chinese  # the cases this test stands for did happen
     assert unconstrained == 0
-    assert steps < tokens - forced + RUNS  # jump-forward: at most one pass per sampled token (and one at the start)
+    assert steps <= tokens - forced  # jump-forward: one pass per token the model chose, the forced ride along
 
 
 class Invoice(BaseModel):
@@ -162,7 +169,7 @@ def test_a_json_schema_reply_always_validates_even_in_a_tiny_budget(runtime):
     assert minimum is not None and minimum > 10
     short = 0
     for seed in range(RUNS):
-        budget = (minimum, minimum + 5, 120, 300)[seed % 4]
+        budget = (minimum, minimum + 5, minimum + 40, minimum + 100)[seed % 4]
         settings = GenerationSettings(max_new_tokens=budget, temperature=1.0, seed=seed, grammar=grammar)
         text, stats = generate(runtime, settings, prompt("The invoice as JSON."))
         invoice = Invoice.model_validate_json(text)  # raises with the text when it does not validate
@@ -171,15 +178,15 @@ def test_a_json_schema_reply_always_validates_even_in_a_tiny_budget(runtime):
         assert stats.output_tokens <= budget and stats.finish_reason == "stop" and isinstance(invoice, Invoice)
         short += budget <= minimum + 5
     unconstrained = 0
-    for seed in range(RUNS):
-        text = generate(runtime, GenerationSettings(max_new_tokens=120, temperature=1.0, seed=seed))[0]
+    for seed in range(RECORD_RUNS):
+        text = generate(runtime, GenerationSettings(max_new_tokens=80, temperature=1.0, seed=seed))[0]
         try:
             Invoice.model_validate_json(text)
             unconstrained += 1
         except ValueError:
             pass
     print(f"\n{runtime.engine_name}: JSON schema replies {RUNS}/{RUNS} valid ({short} in budgets of {minimum}-"
-          f"{minimum + 5} tokens), unconstrained {unconstrained}/{RUNS}")
+          f"{minimum + 5} tokens), unconstrained {unconstrained}/{RECORD_RUNS}")
     assert unconstrained == 0
 
 

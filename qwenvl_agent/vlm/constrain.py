@@ -429,11 +429,12 @@ class Constraint:
 
     def _near_end(self) -> bool:
         """Whether to measure the way to the end at this step: at every step once the budget comes within
-        reach of it, every few steps before (one token adds a few tokens to close at most, as for a new key)."""
-        self._since_measured += 1
+        reach of it, every few tokens before. Reach is two windows: since the last measurement, one token
+        (the newline after a call) may have opened a whole new call, and a forced run fed at once
+        (jump-forward) may have carried the reply up to its next choice."""
         if self._path_length is None or self._since_measured >= _REMEASURE_EVERY:
             return True
-        return self._budget <= self._path_length + self._window() + _REMEASURE_EVERY
+        return self._budget <= self._path_length + 2 * self._window() + _REMEASURE_EVERY
 
     # ---- phases
 
@@ -449,6 +450,7 @@ class Constraint:
             if self._closing is not None:
                 self._closing.pop(0)
             self._at_start = False
+            self._since_measured += 1
             self._path_cache = self._checked_paths.get(token)
             self._checked_paths = {}
             if self._path_cache is not None:
