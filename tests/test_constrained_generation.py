@@ -169,7 +169,7 @@ def test_a_json_schema_reply_always_validates_even_in_a_tiny_budget(runtime):
     assert minimum is not None and minimum > 10
     short = 0
     for seed in range(RUNS):
-        budget = (minimum, minimum + 5, minimum + 40, minimum + 100)[seed % 4]
+        budget = (minimum, minimum + 5, minimum + 20, minimum + 60)[seed % 4]
         settings = GenerationSettings(max_new_tokens=budget, temperature=1.0, seed=seed, grammar=grammar)
         text, stats = generate(runtime, settings, prompt("The invoice as JSON."))
         invoice = Invoice.model_validate_json(text)  # raises with the text when it does not validate
@@ -198,22 +198,34 @@ def test_a_budget_too_small_for_any_reply_is_a_clear_error_before_any_work(runti
     assert isinstance(text, str)
 
 
+class Choices(BaseModel):
+    detail: Literal["fast", "精细"]
+    paid: bool
+    country: Literal["DE", "中国", "US"]
+    tags: list[Literal["urgent", "paid", "disputed"]] = Field(min_length=1, max_length=2)
+
+
 def test_jump_forward_gives_the_same_greedy_reply_in_fewer_decode_steps(runtime):
-    grammar = ToolCallGrammar.from_tools(TOOLS, {"image_id": IMAGE_IDS}, tool_choice="any")
-    questions = ["Zoom into img-1.", "Record the invoice on doc-1/page-2.", "What does 图-3 show?", "Hello", "Read it all."]
-    for question in questions:
-        replies = {}
-        for jump in (True, False):
-            settings = GenerationSettings(max_new_tokens=120, grammar=grammar, jump_forward=jump, reuse_prefix=False)
-            replies[jump] = generate(runtime, settings, prompt(question))
-        (text, on), (text_off, off) = replies[True], replies[False]
-        assert text == text_off and calls_of(text) is not None
-        assert on.output_tokens == off.output_tokens
-        assert off.forced_tokens == 0 and off.decode_steps == off.output_tokens - 1
-        assert on.forced_tokens > 0
-        # One pass per token the model chose; the forced ones ride along (the call opens forced, so the first
-        # pass already carries tokens the model did not choose).
-        assert on.decode_steps == on.output_tokens - on.forced_tokens < off.decode_steps
+    """Where the model's choices are few (enums, booleans) the greedy reply is the same with and without
+    jump-forward. (Free text is not compared: a pass over several tokens rounds differently from one pass
+    per token, and in half precision a near tie in the random model's logits can tip either way.)"""
+    grammars = [JsonSchemaGrammar(Choices), ToolCallGrammar.from_tools(TOOLS, {"image_id": IMAGE_IDS}, tool_choice="any")]
+    for question in ["Zoom into img-1.", "Record the invoice on doc-1/page-2.", "What does 图-3 show?", "Hello"]:
+        for grammar in grammars:
+            replies = {}
+            for jump in (True, False):
+                settings = GenerationSettings(max_new_tokens=120, grammar=grammar, jump_forward=jump, reuse_prefix=False)
+                replies[jump] = generate(runtime, settings, prompt(question))
+            (text, on), (text_off, off) = replies[True], replies[False]
+            assert off.forced_tokens == 0 and off.decode_steps == off.output_tokens - 1
+            assert on.forced_tokens > 0 and on.decode_steps < off.decode_steps
+            if grammar is grammars[0]:
+                assert text == text_off and Choices.model_validate_json(text)
+            else:
+                assert calls_of(text) is not None and calls_of(text_off) is not None
+                # One pass per token the model chose; the forced ones ride along (the call opens forced, so the
+                # first pass already carries tokens the model did not choose).
+                assert on.decode_steps == on.output_tokens - on.forced_tokens
 
 
 def test_scripted_replies_win_over_the_grammar(runtime):

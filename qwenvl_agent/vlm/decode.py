@@ -125,6 +125,7 @@ class _Guide:
         self.ends = ends
         self.jump_forward = jump_forward
         self._measured_at: int | None = None
+        self._queue: list[int] = []  # the rest of a forced run, while jump-forward is off
 
     @property
     def done(self) -> bool:
@@ -133,10 +134,15 @@ class _Guide:
     def jump(self, produced: int, max_new: int) -> list[int]:
         """The tokens to append without asking the model (accepted), or none: what the grammar forces from
         here, as far as every forcing hook agrees with it."""
+        if self._queue:  # jump-forward off: a forced run goes one token a pass, through the mask
+            return []
         constraint = self._budget(produced, max_new)
-        if constraint is None or not self.jump_forward:
+        if constraint is None:
             return []
         tokens = constraint.forced_tokens()[: max_new - produced]
+        if not self.jump_forward:
+            self._queue = tokens
+            return []
         for script in self.scripts:
             planned = list(script.upcoming(produced, len(tokens)))
             same = next((i for i, (a, b) in enumerate(zip(tokens, planned)) if a != b), min(len(tokens), len(planned)))
@@ -151,6 +157,7 @@ class _Guide:
         constraint = self.constraint
         if constraint is None:
             return
+        self._queue = self._queue[1:] if self._queue[:1] == [token] else []
         try:
             constraint.accept(token)
         except ConstraintError:
@@ -166,7 +173,7 @@ class _Guide:
             return scores
         if constraint.done:
             return _only(scores, constraint.env.end_ids[0])
-        forced = constraint.forced_tokens()
+        forced = self._queue or constraint.forced_tokens()
         if forced:  # jump-forward is off, or a forcing hook disagrees: the grammar's next token, one step
             return _only(scores, forced[0])
         return constraint.apply(scores)
