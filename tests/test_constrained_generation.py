@@ -118,7 +118,7 @@ def test_forced_tool_calls_always_parse_and_validate(runtime):
     zoom = ToolCallGrammar.from_tools(TOOLS, {"image_id": IMAGE_IDS}, tool_choice="zoom_image")
     names, several, closed, chinese, forced, steps, tokens = set(), 0, 0, 0, 0, 0, 0
     for seed in range(RUNS):
-        budget = (60, 72, 100, 140)[seed % 4]
+        budget = (56, 64, 80, 110)[seed % 4]
         grammar = zoom if seed % 5 == 4 else any_tool
         settings = GenerationSettings(max_new_tokens=budget, temperature=1.0, seed=seed, grammar=grammar)
         text, stats = generate(runtime, settings, prompt(QUESTIONS[seed % len(QUESTIONS)]))
@@ -133,7 +133,7 @@ def test_forced_tool_calls_always_parse_and_validate(runtime):
         chinese += any(c["args"].get("image_id") == "图-3" or c["args"].get("detail") == "精细" for c in calls)
         forced, steps, tokens = forced + stats.forced_tokens, steps + stats.decode_steps, tokens + stats.output_tokens
     unconstrained = sum(
-        calls_of(generate(runtime, GenerationSettings(max_new_tokens=96, temperature=1.0, seed=seed), prompt())[0]) is not None
+        calls_of(generate(runtime, GenerationSettings(max_new_tokens=64, temperature=1.0, seed=seed), prompt())[0]) is not None
         for seed in range(RECORD_RUNS)
     )
     print(f"\n{runtime.engine_name}: constrained {RUNS}/{RUNS} valid, unconstrained {unconstrained}/{RECORD_RUNS}; "
@@ -169,7 +169,7 @@ def test_a_json_schema_reply_always_validates_even_in_a_tiny_budget(runtime):
     assert minimum is not None and minimum > 10
     short = 0
     for seed in range(RUNS):
-        budget = (minimum, minimum + 5, minimum + 20, minimum + 60)[seed % 4]
+        budget = (minimum, minimum + 5, minimum + 15, minimum + 40)[seed % 4]
         settings = GenerationSettings(max_new_tokens=budget, temperature=1.0, seed=seed, grammar=grammar)
         text, stats = generate(runtime, settings, prompt("The invoice as JSON."))
         invoice = Invoice.model_validate_json(text)  # raises with the text when it does not validate
@@ -179,7 +179,7 @@ def test_a_json_schema_reply_always_validates_even_in_a_tiny_budget(runtime):
         short += budget <= minimum + 5
     unconstrained = 0
     for seed in range(RECORD_RUNS):
-        text = generate(runtime, GenerationSettings(max_new_tokens=80, temperature=1.0, seed=seed))[0]
+        text = generate(runtime, GenerationSettings(max_new_tokens=64, temperature=1.0, seed=seed))[0]
         try:
             Invoice.model_validate_json(text)
             unconstrained += 1
@@ -257,8 +257,8 @@ def test_stop_sequences_and_streaming_work_with_jump_forward(runtime):
 def test_a_forced_call_after_thinking(tmp_path, engine):
     runtime = load_runtime(str(make_tiny_checkpoint(tmp_path / "thinking", thinking=True)), engine=engine)
     grammar = ToolCallGrammar.from_tools(TOOLS, {"image_id": IMAGE_IDS}, tool_choice="any")
-    for seed in range(40):
-        budget = (80, 160)[seed % 2]
+    for seed in range(24):
+        budget = (80, 140)[seed % 2]
         settings = GenerationSettings(max_new_tokens=budget, temperature=1.0, seed=seed, grammar=grammar)
         text, stats = generate(runtime, settings)
         reasoning, _, answer = text.partition("</think>")
