@@ -264,3 +264,24 @@ def test_a_forced_call_after_thinking(tmp_path, engine):
         reasoning, _, answer = text.partition("</think>")
         assert answer.startswith("\n\n<tool_call>") and calls_of(answer) is not None, (seed, text)
         assert stats.output_tokens <= budget
+
+
+class _Favour:
+    """A logits hook that makes the model love one token: it writes it again and again where it may."""
+
+    def __init__(self, token: int):
+        self.token = token
+
+    def __call__(self, input_ids, scores):
+        scores[:, self.token] += 1000.0
+        return scores
+
+
+def test_the_repetition_guard_closes_a_constrained_value_instead_of_cutting_it(runtime):
+    grammar = JsonSchemaGrammar({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]})
+    looping = _Favour(runtime.tokenizer.convert_tokens_to_ids("a"))
+    with runtime.logits_hook(lambda prompt_length: looping):
+        settings = GenerationSettings(max_new_tokens=300, grammar=grammar, repetition_guard=True)
+        text, stats = generate(runtime, settings, prompt("Read all the text."))
+    assert stats.finish_reason == "repetition" and stats.output_tokens < 100
+    assert set(json.loads(text)) == {"text"} and json.loads(text)["text"].endswith("a" * 40)  # closed, not cut
