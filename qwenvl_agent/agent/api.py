@@ -22,7 +22,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
-from qwenvl_agent.tools import DEFAULT_OCR_ENGINE, OCR_ENGINES, ImageStore
+from qwenvl_agent.tools import DEFAULT_OCR_ENGINE, ImageStore, check_ocr_engine
 from qwenvl_agent.vlm.bridge import WorkerRun
 from qwenvl_agent.vlm.cancel import CancelSignal, scoped_context
 from qwenvl_agent.vlm.cancel import current as current_cancel
@@ -99,8 +99,7 @@ class DocumentAssistant:
         idle_seconds: float | None = DEFAULT_IDLE_SECONDS,
         index_pages: bool = True,
     ):
-        if ocr_engine not in OCR_ENGINES:
-            raise ValueError(f"ocr_engine must be one of {', '.join(OCR_ENGINES)}; got {ocr_engine!r}.")
+        check_ocr_engine(ocr_engine)
         _check_bound("max_conversations", max_conversations, whole=True)
         _check_bound("idle_seconds", idle_seconds, whole=False)
         model = planner_model(model, backend, base_url, api_key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from qwenvl_agent.vlm import BusyError, ChatQwenVL
+from qwenvl_agent.vlm.gate import busy_error
 
 
 class Admission:
@@ -22,10 +22,7 @@ class Admission:
         """Let one request in, or ``BusyError``; returns its release (which may be called more than once)."""
         with self._lock:
             if self.count >= self.limit:
-                raise BusyError(
-                    f"The model is busy: one request is running and {self.count - 1} are waiting "
-                    f"(the limit is {self.limit - 1}). Try again in a moment."
-                )
+                raise busy_error(self.count - 1, self.limit - 1)
             self.count += 1
         released = threading.Event()
 
@@ -36,11 +33,4 @@ class Admission:
                     self.count -= 1
 
         return release
-
-
-def refuse_when_full(llm: ChatQwenVL) -> None:
-    """503 at once when the queue is already full, before any work (or a streamed response) starts."""
-    gate = llm.runtime.gate
-    if gate.busy and gate.waiting >= gate.max_waiting:
-        raise BusyError(f"The model is busy: one request is running and {gate.waiting} are waiting. Try again in a moment.")
 

@@ -19,7 +19,7 @@ from PIL import Image
 from qwenvl_agent.agent import DocumentAssistant, event_to_dict
 from qwenvl_agent.vlm import ChatQwenVL, ImageInputError, QwenVLError
 
-from .admission import Admission, refuse_when_full
+from .admission import Admission
 from .loading import ModelLoader
 from .openai_format import RequestError
 from .schemas import SSE, AgentRequest, error_responses
@@ -41,7 +41,7 @@ def add_agent_route(app: FastAPI, llm: ChatQwenVL, assistant: DocumentAssistant,
             conversations.check(body.thread_id, owner)
         loader.require()
         files = await asyncio.to_thread(_files, {"images": body.images, "files": body.files}, settings, assistant.dpi)
-        refuse_when_full(llm)
+        llm.runtime.gate.refuse_when_full()
         release = admission.enter()
         thread_id = body.thread_id or await asyncio.to_thread(conversations.new, owner)
         try:

@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from qwenvl_agent.vlm import ChatQwenVL, ImageInputError, QwenVLError
 from qwenvl_agent.vlm.images import load_image
 
-from .admission import Admission, refuse_when_full
+from .admission import Admission
 from .loading import ModelLoader
 from .openai_format import (
     ChunkWriter,
@@ -51,7 +51,7 @@ def add_openai_routes(app: FastAPI, llm: ChatQwenVL, settings: ServerSettings, l
             raise RequestError(str(exc), "tools") from exc
         name = body.get("model") or settings.model
         stream_options = body.get("stream_options") or {}
-        refuse_when_full(llm)
+        llm.runtime.gate.refuse_when_full()
         release = admission.enter()
         try:
             images = ImageRules(settings)
