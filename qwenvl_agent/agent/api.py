@@ -74,6 +74,8 @@ class DocumentAssistant:
     engine: "rapidocr" (default), "vlm" or "hybrid". ``max_image_tokens`` and ``max_tokens`` replace the
     tools' own image budgets and reply lengths. ``index_pages=False`` turns off the page index (the text of
     every page, for ``search_document`` and ``read_page_text``) of each conversation's store.
+    ``max_image_pixels`` bounds one image, or one PDF page as rendered, in each conversation's store
+    (``PixelLimitError`` past it; default: the store's own bound).
 
     Conversations are bounded: at most ``max_conversations`` are kept (the least recently used one is let go
     first), and one unused for ``idle_seconds`` is let go when a new one starts; a conversation with a run under
@@ -98,6 +100,7 @@ class DocumentAssistant:
         max_conversations: int | None = DEFAULT_MAX_CONVERSATIONS,
         idle_seconds: float | None = DEFAULT_IDLE_SECONDS,
         index_pages: bool = True,
+        max_image_pixels: int | None = None,
     ):
         check_ocr_engine(ocr_engine)
         _check_bound("max_conversations", max_conversations, whole=True)
@@ -114,6 +117,7 @@ class DocumentAssistant:
         self.max_conversations = max_conversations
         self.idle_seconds = idle_seconds
         self.index_pages = index_pages
+        self.max_image_pixels = max_image_pixels
         self._checkpointer = InMemorySaver()
         self._conversations: dict[str, _Conversation] = {}
         self._lock = threading.Lock()
@@ -223,7 +227,8 @@ class DocumentAssistant:
         with self._lock:
             if thread_id not in self._conversations:
                 self._forget_old()
-                store = ImageStore(dpi=self.dpi, max_pages=self.max_pages, index_pages=self.index_pages)
+                limit = {"max_image_pixels": self.max_image_pixels} if self.max_image_pixels else {}
+                store = ImageStore(dpi=self.dpi, max_pages=self.max_pages, index_pages=self.index_pages, **limit)
                 graph = build_agent(
                     self.model,
                     store=store,

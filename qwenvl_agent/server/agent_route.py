@@ -7,17 +7,15 @@ import asyncio
 import base64
 import binascii
 import hashlib
-import io
 import secrets
 import threading
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
-from PIL import Image
 
 from qwenvl_agent.agent import DocumentAssistant, event_to_dict
-from qwenvl_agent.vlm import ChatQwenVL, ImageInputError, QwenVLError
+from qwenvl_agent.vlm import ChatQwenVL, ImageInputError, PixelLimitError, QwenVLError
 
 from .admission import Admission
 from .loading import ModelLoader
@@ -40,12 +38,15 @@ def add_agent_route(app: FastAPI, llm: ChatQwenVL, assistant: DocumentAssistant,
         if body.thread_id is not None:
             conversations.check(body.thread_id, owner)
         loader.require()
-        files = await asyncio.to_thread(_files, {"images": body.images, "files": body.files}, settings, assistant.dpi)
+        files = await asyncio.to_thread(_files, {"images": body.images, "files": body.files}, settings)
         llm.runtime.gate.refuse_when_full()
         release = admission.enter()
         thread_id = body.thread_id or await asyncio.to_thread(conversations.new, owner)
         try:
-            await asyncio.to_thread(assistant.add_images, files, thread_id)
+            await asyncio.to_thread(_add_files, assistant, files, thread_id)
+        except RequestError:
+            release()
+            raise
         except (QwenVLError, ValueError) as exc:
             release()
             raise RequestError(str(exc), "files" if body.files else "images") from exc
@@ -96,9 +97,9 @@ async def _sse_events(thread_id: str, events: AsyncIterator) -> AsyncIterator[st
     yield DONE
 
 
-def _files(fields: dict[str, list], settings: ServerSettings, dpi: int) -> list[bytes]:
-    """The images and PDFs of an agent request's fields (``images``, then ``files``) as bytes: data URLs or
-    base64 (http(s) URLs if allowed)."""
+def _files(fields: dict[str, list], settings: ServerSettings) -> list[tuple[str, bytes]]:
+    """The images and PDFs of an agent request's fields (``images``, then ``files``) as bytes, each with the
+    field that sent it (``images[0]``): data URLs or base64 (http(s) URLs if allowed)."""
     items = [(f"{field}[{index}]", item) for field, listed in fields.items() for index, item in enumerate(listed)]
     if len(items) > settings.max_images:
         raise RequestError(f"At most {settings.max_images} files per request.", next(f for f, listed in fields.items() if listed))
@@ -113,43 +114,26 @@ def _files(fields: dict[str, list], settings: ServerSettings, dpi: int) -> list[
             from qwenvl_agent.vlm.fetch import fetch
 
             try:
-                files.append(fetch(data, timeout=10.0, max_bytes=int(settings.max_body_mb * 2**20), allow_private=False))
+                files.append((where, fetch(data, timeout=10.0, max_bytes=int(settings.max_body_mb * 2**20), allow_private=False)))
             except ImageInputError as exc:
                 raise RequestError(f"{where}: {exc}", where) from exc
-            _check_pixels(files[-1], where, settings.max_image_pixels, dpi)
             continue
         payload = data.split(",", 1)[1] if data.lower().startswith("data:") and "," in data else data
         try:
-            files.append(base64.b64decode("".join(payload.split()), validate=True))
+            files.append((where, base64.b64decode("".join(payload.split()), validate=True)))
         except (binascii.Error, ValueError) as exc:
             raise RequestError(f"{where} is not valid base64 data.", where) from exc
-        _check_pixels(files[-1], where, settings.max_image_pixels, dpi)
     return files
 
 
-def _check_pixels(data: bytes, where: str, limit: int, dpi: int) -> None:
-    """Refuse an image, or a PDF page as it would be rendered, above the pixel cap (as chat completions do),
-    by the sizes the file declares, before anything is decoded or rendered."""
-    if data[:5] == b"%PDF-":
-        import pypdfium2 as pdfium
-
+def _add_files(assistant: DocumentAssistant, files: list[tuple[str, bytes]], thread_id: str) -> None:
+    """Add the files to the conversation in turn. The store checks each image, and each PDF page by the size it
+    declares before anything is rendered, against the server's pixel cap; a file past it is refused naming
+    its field, as chat completions do."""
+    for where, data in files:
         try:
-            document = pdfium.PdfDocument(data)
-        except pdfium.PdfiumError:
-            return  # not readable: the store says why
-        try:
-            for number in range(len(document)):
-                width, height = (round(points * dpi / 72) for points in document.get_page_size(number))
-                if width * height > limit:
-                    raise RequestError(f"{where}: page {number + 1} is {width}x{height} pixels at {dpi} dpi, "
-                                       f"above this server's limit of {limit:,}.", where)
-        finally:
-            document.close()
-        return
-    try:
-        with Image.open(io.BytesIO(data)) as image:  # reads the header only
-            width, height = image.size
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return  # not an image this can read: the store says why
-    if width * height > limit:
-        raise RequestError(f"{where}: the image is {width}x{height} pixels, above this server's limit of {limit:,}.", where)
+            assistant.add_images([data], thread_id)
+        except PixelLimitError as exc:
+            size = f"{exc.width}x{exc.height} pixels"
+            what = f"page {exc.page} is {size} at {exc.dpi} dpi" if exc.page else f"the image is {size}"
+            raise RequestError(f"{where}: {what}, above this server's limit of {exc.limit:,}.", where) from exc

@@ -72,6 +72,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         idle_seconds=settings.conversation_idle_seconds,
         max_image_tokens=settings.max_image_tokens,
         max_tokens=settings.max_new_tokens,
+        max_image_pixels=settings.max_image_pixels,
     )
     admission = Admission(1 + settings.max_waiting)
     app.state.llm, app.state.assistant, app.state.settings, app.state.loader = llm, assistant, settings, loader
