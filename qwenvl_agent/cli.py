@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from .cli_voice import add_ask_options, add_serve_options, question_of, speak_answer
 from .samples import SAMPLES
 from .tools.ocr import DEFAULT_OCR_ENGINE, OCR_ENGINES
 from .vlm.openvino_export import WEIGHTS
@@ -39,11 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("files", nargs="*", help="images (png, jpg, webp, …) or PDFs")
     ask.add_argument("--sample", action="append", default=[], choices=SAMPLES, metavar="NAME",
                      help=f"add a sample document drawn on the spot, after the files (may repeat): {', '.join(SAMPLES)}")
-    ask.add_argument("-q", "--question", required=True, help="what you want to know")
+    ask.add_argument("-q", "--question", help="what you want to know (or speak it: --audio FILE)")
     _model_options(ask)
     ask.add_argument("--max-steps", type=int, default=8, help="most planner steps (default 8)")
     ask.add_argument("--json", action="store_true", help="print the result as JSON instead of the steps")
     _backend_options(ask)
+    add_ask_options(ask)
     ask.set_defaults(run=_ask)
 
     ui = commands.add_parser("ui", help="open the Streamlit assistant page")
@@ -81,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-image-pixels", type=int, default=40_000_000)
     serve.add_argument("--max-pdf-pages", type=int, default=20)
     serve.add_argument("--max-tokens", type=int, default=2048, help="largest max_tokens a request may ask for")
+    add_serve_options(serve)
     serve.set_defaults(run=_serve)
 
     evaluate = commands.add_parser("eval", help="measure answer quality and speed on the generated evaluation set")
@@ -127,7 +130,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _ask(args: argparse.Namespace) -> int:
-    from .agent import DocumentAssistant
+    from .agent import Answer, DocumentAssistant
     from .agent.api import new_thread_id
     from .samples import sample
     from .vlm import ChatQwenVL, QwenVLError
@@ -138,6 +141,9 @@ def _ask(args: argparse.Namespace) -> int:
     missing = [f for f in args.files if not Path(f).is_file()]
     if missing:
         print(f"error: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    if (args.question is None) == (args.audio is None):
+        print("error: give the question as text (-q) or spoken (--audio FILE), one of them", file=sys.stderr)
         return 2
     try:
         model = _chat_model(args)
@@ -154,6 +160,7 @@ def _ask(args: argparse.Namespace) -> int:
             label, content = sample(name)
             _status(f"Adding the sample {label}")
             assistant.store(thread_id).add(content, name=label, progress=_page_progress(label))
+        question = question_of(args)
         if isinstance(model, ChatQwenVL):
             _status(f"Loading {args.model} …")
             _ = model.runtime  # load before the run, so a missing model is reported as such
@@ -162,9 +169,14 @@ def _ask(args: argparse.Namespace) -> int:
         return 1
     assistant.store(thread_id).index.on_progress(_index_progress)
     printer = _JsonCollector() if args.json else _StepPrinter()
-    for event in assistant.stream(args.question, thread_id=thread_id):
+    answer = None
+    for event in assistant.stream(question, thread_id=thread_id):
         printer.show(event)
-    return printer.finish(assistant.store(thread_id))
+        answer = event.text if isinstance(event, Answer) else answer
+    code = printer.finish(assistant.store(thread_id))
+    if args.speak and answer:
+        code = speak_answer(args.speak, answer) or code
+    return code
 
 
 def _chat_model(args: argparse.Namespace):
@@ -327,6 +339,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_pdf_pages=args.max_pdf_pages, max_tokens=args.max_tokens, max_waiting=args.max_waiting,
         ocr_engine=args.ocr_engine, max_new_tokens=args.max_new_tokens, max_image_tokens=args.max_image_tokens,
         allowed_hosts=tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip()),
+        asr_model=args.asr_model, max_audio_seconds=args.max_audio_seconds,
     )
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"warning: serving on {args.host} without --api-key: anyone who can reach it can use it.", file=sys.stderr)

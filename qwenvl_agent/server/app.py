@@ -49,6 +49,10 @@ from qwenvl_agent.vlm import BusyError, ChatQwenVL, ImageInputError, QwenVLError
 from qwenvl_agent.vlm.errors import GenerationTimeout, PromptTooLongError
 from qwenvl_agent.vlm.images import load_image
 
+from qwenvl_agent.voice.audio import DEFAULT_MAX_SECONDS
+from qwenvl_agent.voice.recognize import DEFAULT_ASR_MODEL
+
+from .audio import FORM_PATHS, Voice, audio_bytes, audio_routes
 from .openai_format import (
     ChunkWriter,
     RequestError,
@@ -90,6 +94,8 @@ class ServerSettings:
     max_image_tokens: int | None = None  # visual tokens per image at most; None: the model's default
     host: str = "127.0.0.1"  # the address served: a Host header naming it is accepted
     allowed_hosts: tuple[str, ...] = ()  # more Host names to accept; "*": any
+    asr_model: str = DEFAULT_ASR_MODEL  # speech recognition: a faster-whisper hub id or folder
+    max_audio_seconds: float = DEFAULT_MAX_SECONDS  # the longest audio a request may send
 
     def keys(self) -> list[str]:
         """The API keys (``api_key`` may list several, comma-separated)."""
@@ -158,9 +164,11 @@ class _Guard:
             return _too_large(self.max_bytes)
         has_body = (declared.isdigit() and int(declared) > 0) or b"transfer-encoding" in headers
         content_type = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
-        if scope["method"] in ("POST", "PUT", "PATCH") and (has_body or content_type) and content_type != "application/json":
+        wanted = "multipart/form-data" if scope["path"] in FORM_PATHS else "application/json"
+        if scope["method"] in ("POST", "PUT", "PATCH") and (has_body or content_type) and content_type != wanted:
+            what = "a form (multipart/form-data)" if wanted != "application/json" else "JSON"
             return JSONResponse(
-                error_body("The request body must be JSON, sent with Content-Type: application/json.",
+                error_body(f"The request body must be {what}, sent with Content-Type: {wanted}.",
                            code="unsupported_media_type"), status_code=415)
         return None
 
@@ -331,6 +339,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
     conversations = _Conversations(assistant)
     admission = _Admission(1 + settings.max_waiting)
     app.state.llm, app.state.assistant, app.state.settings, app.state.loader = llm, assistant, settings, loader
+    voice = Voice(settings, _Admission(1 + settings.max_waiting))  # speech queues apart from the vision model
+    app.include_router(audio_routes(voice))
 
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, exc: RequestError):
@@ -388,11 +398,16 @@ def create_app(settings: ServerSettings) -> FastAPI:
               responses={200: {"content": SSE, "description": "The agent's typed events; the first, Thread, carries thread_id"},
                          **error_responses(400, 401, 404, 413, 415, 503)})
     async def agent(request: Request, body: AgentRequest):
-        question = body.question.strip()
         owner = _owner(request, settings)
         if body.thread_id is not None:
             conversations.check(body.thread_id, owner)
         loader.require()
+        heard = None
+        if body.audio is not None:  # a spoken question: transcribed before it queues for the vision model
+            heard = await voice.transcribe(audio_bytes(body.audio), body.language, "audio")
+            if not heard.text.strip():
+                raise RequestError("audio: no words were heard in the recording.", "audio", code="invalid_audio")
+        question = heard.text.strip() if heard else body.question.strip()
         files = await asyncio.to_thread(_files, {"images": body.images, "files": body.files}, settings, assistant.dpi)
         _refuse_when_full(llm)
         release = admission.enter()
@@ -402,7 +417,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         except (QwenVLError, ValueError) as exc:
             release()
             raise RequestError(str(exc), "files" if body.files else "images") from exc
-        events = _releasing(_sse_events(thread_id, assistant.astream(question, thread_id=thread_id)), release)
+        events = _releasing(_sse_events(thread_id, assistant.astream(question, thread_id=thread_id), heard), release)
         return StreamingResponse(events, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Thread-Id": thread_id})
 
@@ -504,8 +519,10 @@ async def _sse_chunks(stream: AsyncIterator, writer: ChunkWriter, include_usage:
     yield "data: [DONE]\n\n"
 
 
-async def _sse_events(thread_id: str, events: AsyncIterator) -> AsyncIterator[str]:
+async def _sse_events(thread_id: str, events: AsyncIterator, heard=None) -> AsyncIterator[str]:
     yield _sse({"event": "Thread", "thread_id": thread_id})
+    if heard is not None:  # the question as it was heard, before anything is answered
+        yield _sse({"event": "Transcript", "text": heard.text, "language": heard.language, "seconds": heard.seconds})
     async for event in events:
         yield _sse(event_to_dict(event))
     yield "data: [DONE]\n\n"
