@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .cli_voice import add_ask_options, add_serve_options, question_of, speak_answer
+from .cli_voice import add_ask_options, add_serve_options, add_ui_options, page_arguments, question_of, speak_answer
 from .samples import SAMPLES
 from .tools.ocr import DEFAULT_OCR_ENGINE, OCR_ENGINES
 from .vlm.openvino_export import WEIGHTS
@@ -56,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     ui.add_argument("--lock-settings", action="store_true",
                     help="users of the page cannot change the model or the heavy settings (the default off this machine)")
     _backend_options(ui)
+    add_ui_options(ui)
     ui.set_defaults(run=_ui)
 
     download = commands.add_parser("download", help="download the weights (and export them for OpenVINO) ahead of time")
@@ -294,6 +295,7 @@ def _ui(args: argparse.Namespace) -> int:
         "--ocr-engine", args.ocr_engine,
         "--backend", args.backend,
         "--max-steps", str(args.max_steps),
+        *page_arguments(args),
     ]
     if args.base_url:
         command += ["--base-url", args.base_url]

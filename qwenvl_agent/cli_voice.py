@@ -1,4 +1,4 @@
-"""Voice for ``qwenvl ask`` and ``qwenvl serve``: ``--audio question.wav`` (the question spoken, transcribed and
+"""Voice for ``qwenvl ask``, ``qwenvl ui`` and ``qwenvl serve``: ``--audio question.wav`` (the question spoken, transcribed and
 then asked), ``--speak answer.wav`` (the answer written as speech), and the server's speech options."""
 
 from __future__ import annotations
@@ -26,6 +26,15 @@ def add_serve_options(serve: argparse.ArgumentParser) -> None:
     _asr_model_option(serve)
     serve.add_argument("--max-audio-seconds", type=float, default=DEFAULT_MAX_SECONDS,
                        help=f"longest audio a request may send (default {DEFAULT_MAX_SECONDS:g})")
+
+
+def add_ui_options(ui: argparse.ArgumentParser) -> None:
+    add_serve_options(ui)
+
+
+def page_arguments(args: argparse.Namespace) -> list[str]:
+    """The page's speech options, for after ``--`` of ``streamlit run app.py``."""
+    return ["--asr-model", args.asr_model, "--max-audio-seconds", str(args.max_audio_seconds)]
 
 
 def _asr_model_option(parser: argparse.ArgumentParser) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import streamlit as st
 
 from qwenvl_agent.tools import OCR_ENGINES, ImageStore
-from qwenvl_agent.ui import render, state
+from qwenvl_agent.ui import render, state, voice
 from qwenvl_agent.ui.answering import Answering
 from qwenvl_agent.ui.render import Picture, Turn
 from qwenvl_agent.vlm import VLMRuntime
@@ -35,6 +35,7 @@ def main() -> None:
     conversation = state.conversation()
     conversation.answer_ended()  # an answer that ended while no run of the page drew it is in the history now
     chosen = sidebar_settings(state.launch_settings())
+    voice.sidebar()
     uploads = sidebar_uploader()
     answering = conversation.answering
     # An answer keeps the settings it started with; changed ones apply once it has ended.
@@ -57,8 +58,10 @@ def main() -> None:
 
     for turn in conversation.turns:
         if answering is None or turn is not answering.reply:
-            render.show_turn(turn)
+            with render.show_turn(turn):
+                voice.read_aloud(turn, latest=turn is conversation.turns[-1])
 
+    spoken = voice.spoken_question(enabled=runtime is not None and answering is None)
     prompt = st.chat_input(
         question_placeholder(runtime, answering),
         key="question",
@@ -75,6 +78,8 @@ def main() -> None:
     elif prompt and runtime is not None:
         ask(conversation, runtime, prompt.text, prompt.files)
         show_gallery(conversation, gallery)  # with the files that came with the question
+    elif spoken and runtime is not None:
+        ask(conversation, runtime, spoken.text, [], note=spoken.note)
 
 
 def question_placeholder(runtime: Any, answering: Answering | None) -> str:
@@ -306,13 +311,15 @@ def busy_note(runtime: VLMRuntime | object) -> None:
 # One question and its answer
 
 
-def ask(conversation: state.Conversation, runtime: VLMRuntime, text: str, files: list[Any]) -> None:
-    question = Turn("user", text.strip())
+def ask(conversation: state.Conversation, runtime: VLMRuntime, text: str, files: list[Any], note: str = "") -> None:
+    question = Turn("user", text.strip(), notes=[note] if note else [])  # note: how it was asked (by voice)
     conversation.turns.append(question)
     errors: list[str] = []
     with st.chat_message("user"):
         if question.text:
             st.markdown(render.escape_markdown(question.text))
+        for line in question.notes:
+            st.caption(line)
         ids, conversation.unshown_ids = conversation.unshown_ids, []
         for file in files:
             try:
