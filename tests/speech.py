@@ -31,10 +31,24 @@ def random_whisper(folder: Path) -> str:
 
 def heard(audio) -> str:
     """What PocketSphinx hears in ``audio`` (anything ``load_audio`` takes)."""
-    pocketsphinx = pytest.importorskip("pocketsphinx", reason="pip install '.[test]'")
-    from qwenvl_agent.voice import SAMPLE_RATE, load_audio
+    from qwenvl_agent.voice import load_audio
 
-    samples = load_audio(audio, max_seconds=None)
+    return _pocketsphinx(load_audio(audio, max_seconds=None))
+
+
+def pocketsphinx_transcribe(audio, language=None, *, model=None, max_seconds=None):
+    """``transcribe`` with PocketSphinx's English model in place of Whisper: the real decoding and checks of the
+    audio, then words a test can check (a random Whisper's are noise)."""
+    from qwenvl_agent.voice import SAMPLE_RATE, Transcript, load_audio
+
+    samples = load_audio(audio, max_seconds=max_seconds)
+    return Transcript(_pocketsphinx(samples), "en", (), round(samples.size / SAMPLE_RATE, 3))
+
+
+def _pocketsphinx(samples: np.ndarray) -> str:
+    pocketsphinx = pytest.importorskip("pocketsphinx", reason="pip install '.[test]'")
+    from qwenvl_agent.voice import SAMPLE_RATE
+
     decoder = pocketsphinx.Decoder(samprate=SAMPLE_RATE)
     decoder.start_utt()
     decoder.process_raw((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes(), full_utt=True)

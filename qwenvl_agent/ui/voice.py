@@ -55,17 +55,15 @@ def sidebar() -> None:
 
 
 def spoken_question(enabled: bool) -> SpokenQuestion | None:
-    """The microphone. A new recording is transcribed and returned as the question; a recording that cannot be
-    used shows why (once per recording) and None is returned, so the question can be typed instead."""
-    recorder = f"voice-{st.session_state.get('voice_round', 0)}"
-    recording = st.audio_input("Ask by voice", key=recorder, disabled=not enabled,
+    """The microphone. A new recording is transcribed and returned as the question; one that cannot be used
+    shows why and None is returned, so the question can be typed instead. Either way the recorder starts afresh
+    on the next run of the page."""
+    round_ = st.session_state.get("voice_round", 0)
+    recording = st.audio_input("Ask by voice", key=f"voice-{round_}", disabled=not enabled,
                                help="Record your question; it is transcribed on this machine and sent.")
     if recording is None or not enabled:
         return None
-    failed = st.session_state.get("voice_failed")
-    if failed and failed[0] == recording.file_id:
-        st.error(failed[1], icon=":material/mic_off:")
-        return None
+    st.session_state["voice_round"] = round_ + 1
     settings = voice_settings()
     language = LANGUAGES.get(st.session_state.get("voice_language", "Detect"))
     try:
@@ -75,11 +73,9 @@ def spoken_question(enabled: bool) -> SpokenQuestion | None:
         if not heard.text.strip():
             raise ValueError("No words were heard in it.")
     except (QwenVLError, ValueError) as exc:
-        message = f"The recording could not be transcribed: {exc} Type the question instead, or record it again."
-        st.session_state["voice_failed"] = (recording.file_id, message)
-        st.error(message, icon=":material/mic_off:")
+        st.error(f"The recording could not be transcribed: {exc} Type the question instead, or record it again.",
+                 icon=":material/mic_off:")
         return None
-    st.session_state["voice_round"] = st.session_state.get("voice_round", 0) + 1  # a fresh recorder next time
     return SpokenQuestion(heard.text.strip(), f"Asked by voice: transcribed from {heard.seconds:.1f} s of speech ({heard.language}).")
 
 
