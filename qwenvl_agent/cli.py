@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .cli_voice import add_ask_options, add_serve_options, add_ui_options, page_arguments, question_of, speak_answer
+from .cli_voice import add_ask_options, add_bench_options, add_serve_options, add_ui_options, page_arguments, question_of, speak_answer
 from .samples import SAMPLES
 from .tools.ocr import DEFAULT_OCR_ENGINE, OCR_ENGINES
 from .vlm.openvino_export import WEIGHTS
@@ -105,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--pipelines", nargs="+", choices=("naive", "torch", "openvino-int8", "openvino-int4"))
     bench.add_argument("--no-agent", action="store_true", help="skip the realistic agent question")
     bench.add_argument("--output", default="docs/PERFORMANCE.md", help="where to write the report")
+    add_bench_options(bench)
     bench.set_defaults(run=_bench)
     _voice_commands(commands)
     return parser
@@ -390,7 +391,8 @@ def _eval(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from .bench.main import run_bench
 
-    results = run_bench(quick=args.quick, pipelines=args.pipelines, agent=not args.no_agent, output=Path(args.output))
+    results = run_bench(quick=args.quick, pipelines=args.pipelines, agent=not args.no_agent, output=Path(args.output),
+                        voice=not args.no_voice, asr_model=args.asr_model)
     return 1 if any("error" in value for value in results.values()) else 0
 
 

@@ -1,4 +1,4 @@
-"""Voice for ``qwenvl ask``, ``qwenvl ui`` and ``qwenvl serve``: ``--audio question.wav`` (the question spoken, transcribed and
+"""Voice for ``qwenvl ask``, ``qwenvl ui``, ``qwenvl serve`` and ``qwenvl bench``: ``--audio question.wav`` (the question spoken, transcribed and
 then asked), ``--speak answer.wav`` (the answer written as speech), and the server's speech options."""
 
 from __future__ import annotations
@@ -30,6 +30,12 @@ def add_serve_options(serve: argparse.ArgumentParser) -> None:
 
 def add_ui_options(ui: argparse.ArgumentParser) -> None:
     add_serve_options(ui)
+
+
+def add_bench_options(bench: argparse.ArgumentParser) -> None:
+    bench.add_argument("--no-voice", action="store_true", help="skip the voice section (transcribing, speaking)")
+    bench.add_argument("--asr-model", help="the speech recognition model to measure (default: the default one; a "
+                                           "random-weight one of its size when it cannot be had)")
 
 
 def page_arguments(args: argparse.Namespace) -> list[str]:
