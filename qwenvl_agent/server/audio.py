@@ -98,7 +98,10 @@ def audio_routes(voice: Voice) -> APIRouter:
     """The ``/v1/audio/*`` routes over ``voice`` (the server's speech settings and queue)."""
     router = APIRouter()
 
-    @router.post("/v1/audio/transcriptions", response_model=None, responses=error_responses(400, 401, 413, 503))
+    @router.post("/v1/audio/transcriptions", response_model=None, responses={
+        200: {"content": {"application/json": {}, "text/plain": {}},
+              "description": "The transcript: JSON ({text}, or verbose_json), or the text alone for text"},
+        **error_responses(400, 401, 413, 415, 503)})
     async def transcriptions(
         file: UploadFile = File(description="The audio: wav, mp3, ogg/opus, webm, m4a, …"),
         model: str | None = Form(None, description="Accepted as OpenAI's clients send it (whisper-1); not used."),
