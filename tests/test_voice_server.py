@@ -157,3 +157,23 @@ def test_the_agent_refuses_bad_spoken_questions(served):
     ]:
         reply = httpx.post(f"{served.url}/v1/agent", json=body, timeout=60)
         assert reply.status_code == status and message in reply.json()["error"]["message"], reply.text
+
+
+def test_a_recognition_model_that_cannot_be_had_is_503_and_a_full_queue_is_busy(tmp_path, question):
+    import asyncio
+
+    from qwenvl_agent.server.app import ServerSettings, _Admission
+    from qwenvl_agent.server.audio import Voice
+    from qwenvl_agent.server.openai_format import RequestError
+    from qwenvl_agent.vlm import BusyError
+
+    admission = _Admission(1)
+    voice = Voice(ServerSettings(model="unused", asr_model=str(tmp_path)), admission)
+    with pytest.raises(RequestError) as raised:
+        asyncio.run(voice.transcribe(question.read_bytes(), "en", "file"))
+    assert (raised.value.status, raised.value.code) == (503, "model_unavailable")
+    assert str(raised.value).startswith(f"Speech recognition is not available: {tmp_path} has no model.bin")
+    release = admission.enter()  # one transcription running: the queue (of length 0 here) is full
+    with pytest.raises(BusyError):
+        asyncio.run(voice.transcribe(question.read_bytes(), "en", "file"))
+    release()
