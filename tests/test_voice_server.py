@@ -162,12 +162,13 @@ def test_the_agent_refuses_bad_spoken_questions(served):
 def test_a_recognition_model_that_cannot_be_had_is_503_and_a_full_queue_is_busy(tmp_path, question):
     import asyncio
 
-    from qwenvl_agent.server.app import ServerSettings, _Admission
+    from qwenvl_agent.server.admission import Admission
+    from qwenvl_agent.server.app import ServerSettings
     from qwenvl_agent.server.audio import Voice
     from qwenvl_agent.server.openai_format import RequestError
     from qwenvl_agent.vlm import BusyError
 
-    admission = _Admission(1)
+    admission = Admission(1)
     voice = Voice(ServerSettings(model="unused", asr_model=str(tmp_path)), admission)
     with pytest.raises(RequestError) as raised:
         asyncio.run(voice.transcribe(question.read_bytes(), "en", "file"))
