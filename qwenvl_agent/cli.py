@@ -103,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--output", default="docs/PERFORMANCE.md", help="where to write the report")
     bench.set_defaults(run=_bench)
     _voice_commands(commands)
+    from .extract.cli import add_command as add_extract_command
+
+    add_extract_command(commands, _model_options, _backend_options, _chat_model)
     return parser
 
 
