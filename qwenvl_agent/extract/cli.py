@@ -35,11 +35,13 @@ def add_command(commands, model_options: Options, backend_options: Options, chat
 
 def run(args: argparse.Namespace, chat_model: Callable[[argparse.Namespace], Any]) -> int:
     from ..vlm import ChatQwenVL, QwenVLError
-    from . import DocumentInputError, Extractor, OutputError, ResultWriter, SchemaError, done_documents, expand_inputs
+    from . import DocumentInputError, Extractor, OutputError, ResultWriter, SchemaError, done_documents, expand_inputs, json_schema
+    from .output import output_format
 
     output = Path(args.output)
     try:
-        schema = args.fields if args.fields is not None else _schema_file(args.schema)
+        schema = json_schema(args.fields if args.fields is not None else _schema_file(args.schema))
+        output_format(output)
         files = expand_inputs(args.files)
         if args.concurrency < 1:
             raise ValueError(f"--concurrency must be at least 1, got {args.concurrency}")
