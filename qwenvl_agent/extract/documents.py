@@ -42,6 +42,14 @@ def expand_inputs(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return files
 
 
+@dataclass(frozen=True)
+class NamedDocument:
+    """A document that is not a file on disk (an upload): its name, and its bytes or image."""
+
+    name: str
+    content: bytes | Image.Image
+
+
 def document_key(document: Any) -> str:
     """How a document is named in the output and recognised when a run resumes: the path as given."""
     return str(document) if isinstance(document, (str, os.PathLike)) else getattr(document, "name", "document")
@@ -64,6 +72,8 @@ def read_document(source: Any, name: str, query: str, limit: int = MAX_TEXT_CHAR
     model: all of them when their text fits in ``limit`` characters, else those that best match ``query``
     (the fields' names, searched as ``search_document`` does), best first until the limit, in page order."""
     store = ImageStore(index_pages=True)
+    if isinstance(source, NamedDocument):
+        source = source.content
     try:
         added = store.add(Path(source) if isinstance(source, str) else source, name=Path(name).name)
         ids = [added] if isinstance(added, str) else list(added)

@@ -5,6 +5,7 @@ did, and a rerun reads the documents already there to skip them."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -29,6 +30,27 @@ def csv_columns(fields: list[str]) -> list[str]:
     for name in fields:
         columns += [name, f"{name}_page", f"{name}_box"]
     return columns + ["error"]
+
+
+def csv_row(result: ExtractionResult, fields: list[str]) -> dict[str, object]:
+    """A result as a CSV row: each value (empty for null), its page and box ("x1 y1 x2 y2"), then the error."""
+    row: dict[str, object] = {"document": result.document}
+    for name in fields:
+        value, source = result.values.get(name), result.sources.get(name)
+        row[name] = "" if value is None else (json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value)
+        row[f"{name}_page"] = source.page if source else ""
+        row[f"{name}_box"] = " ".join(f"{v:g}" for v in source.box) if source and source.box else ""
+    row["error"] = result.error or ""
+    return row
+
+
+def csv_text(results: list[ExtractionResult], fields: list[str]) -> str:
+    """Results as a whole CSV file (header first)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, csv_columns(fields))
+    writer.writeheader()
+    writer.writerows(csv_row(result, fields) for result in results)
+    return buffer.getvalue()
 
 
 def done_documents(path: Path, fields: list[str]) -> list[str]:
@@ -72,13 +94,7 @@ class ResultWriter:
         if self._csv is None:
             self._handle.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
         else:
-            row = {"document": result.document, "error": result.error or ""}
-            for name in self.fields:
-                value, source = result.values.get(name), result.sources.get(name)
-                row[name] = "" if value is None else (json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value)
-                row[f"{name}_page"] = source.page if source else ""
-                row[f"{name}_box"] = " ".join(f"{v:g}" for v in source.box) if source and source.box else ""
-            self._csv.writerow(row)
+            self._csv.writerow(csv_row(result, self.fields))
         self._handle.flush()
 
     def close(self) -> None:

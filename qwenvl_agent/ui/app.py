@@ -17,7 +17,7 @@ from typing import Any
 import streamlit as st
 
 from qwenvl_agent.tools import OCR_ENGINES, ImageStore
-from qwenvl_agent.ui import render, state
+from qwenvl_agent.ui import extract, render, state
 from qwenvl_agent.ui.answering import Answering
 from qwenvl_agent.ui.render import Picture, Turn
 from qwenvl_agent.vlm import VLMRuntime
@@ -34,7 +34,10 @@ def main() -> None:
     st.set_page_config(page_title="qwenvl assistant", page_icon=":material/document_scanner:")
     conversation = state.conversation()
     conversation.answer_ended()  # an answer that ended while no run of the page drew it is in the history now
+    extracting = extract.chosen()  # the sidebar's mode switch, above the settings
     chosen = sidebar_settings(state.launch_settings())
+    if extracting:  # the Extract mode: a page of its own (ui/extract.py)
+        return extract.show(chosen, load_model(chosen))
     uploads = sidebar_uploader()
     answering = conversation.answering
     # An answer keeps the settings it started with; changed ones apply once it has ended.
