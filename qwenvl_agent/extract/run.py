@@ -103,25 +103,27 @@ class Extractor(Runnable[Any, ExtractionResult]):
         return self._extract_one(input, config)
 
     def iter(self, files: Iterable[Any], skip: Iterable[str] = (), config: RunnableConfig | None = None) -> Iterator[ExtractionResult]:
-        """Results for ``files`` in their order, ``concurrency`` documents at a time; documents whose name is
-        in ``skip`` (already done) are left out."""
+        """Results for ``files`` in their order; documents whose name is in ``skip`` (already done) are left out.
+
+        The next documents are read (rendered, OCR at a low priority) while the model answers about the
+        current ones, so the model is rarely left waiting; ``concurrency`` documents are asked at once."""
         done = {os.path.normpath(name) for name in skip}
         todo = [f for f in files if os.path.normpath(document_key(f)) not in done]
-        if self.concurrency == 1:
-            for document in todo:
-                yield self._extract_one(document, config)
-            return
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="qwenvl-extract") as pool:
+        with ThreadPoolExecutor(1, thread_name_prefix="qwenvl-extract-read") as reader, \
+                ThreadPoolExecutor(self.concurrency, thread_name_prefix="qwenvl-extract") as asker:
             running: deque[Future] = deque()
-            pending = iter(todo)
-            for document in pending:
-                running.append(pool.submit(self._extract_one, document, config))
-                if len(running) >= self.concurrency * 2:  # read ahead a little, never the whole list
+            for document in todo:
+                read = reader.submit(self._read, document)
+                running.append(asker.submit(self._finish, read, config))
+                if len(running) > self.concurrency:  # read ahead by one, never the whole list
                     yield running.popleft().result()
             while running:
                 yield running.popleft().result()
 
     def _extract_one(self, source: Any, config: RunnableConfig | None) -> ExtractionResult:
+        return self._finish(self._read(source), config)
+
+    def _read(self, source: Any) -> tuple[ExtractionResult, ReadDocument | None, float]:
         name = document_key(source)
         started = time.perf_counter()
         result = ExtractionResult(name, dict.fromkeys(self.fields))
@@ -130,11 +132,21 @@ class Extractor(Runnable[Any, ExtractionResult]):
             result.pages = len(document.pages) + len(document.errors)
             if not document.pages:
                 raise ValueError("no page could be read: " + "; ".join(document.errors))
-            self._answer(document, name, result, config)
         except Exception as exc:  # noqa: BLE001 - one document's failure is its row; the run goes on
-            result.values = dict.fromkeys(self.fields)
-            result.error = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
-        result.seconds = time.perf_counter() - started
+            result.error, document = _message_of(exc), None
+        return result, document, time.perf_counter() - started
+
+    def _finish(self, read: Any, config: RunnableConfig | None) -> ExtractionResult:
+        result, document, seconds = read.result() if isinstance(read, Future) else read
+        started = time.perf_counter()
+        if document is not None:
+            try:
+                self._answer(document, result.document, result, config)
+            except Exception as exc:  # noqa: BLE001 - one document's failure is its row; the run goes on
+                result.error = _message_of(exc)
+            if result.error:
+                result.values, result.sources, result.dropped = dict.fromkeys(self.fields), {}, {}
+        result.seconds = seconds + time.perf_counter() - started
         return result
 
     def _answer(self, document: ReadDocument, name: str, result: ExtractionResult, config: RunnableConfig | None) -> None:
@@ -186,6 +198,10 @@ class Extractor(Runnable[Any, ExtractionResult]):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+
+def _message_of(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
 
 
 def extract(files: Iterable[Any], schema: Any, model: BaseChatModel | None = None, **options: Any) -> Iterator[ExtractionResult]:
