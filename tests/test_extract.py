@@ -211,6 +211,15 @@ def test_extract_iterates_in_order_and_a_reply_off_the_schema_is_an_error_row(in
     assert results[1].error is None and results[1].values["invoice_number"] == docs[2].facts["number"]
 
 
+def test_a_folder_is_its_documents_in_path_order_and_done_ones_are_skipped(invoices, tiny_model, runtime):
+    folder, docs = invoices
+    model = ChatQwenVL(model=tiny_model, engine="torch", max_tokens=80)
+    done = [str(folder / "a-first.png"), str(folder / "b-corrupt.pdf"), str(folder / "c-second.pdf")]
+    with scripted_replies(runtime, [reply(values_of(docs[2]))]) as pending:
+        results = list(extract(str(folder), FIELDS, model, skip=done))
+    assert pending == [] and [r.document for r in results] == [str(folder / "d-third.png")]
+
+
 def test_concurrency_below_one_is_refused():
     with pytest.raises(ValueError, match="concurrency must be at least 1"):
         Extractor("a", concurrency=0)

@@ -22,7 +22,7 @@ from langchain_core.messages import HumanMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from ..tools.base import image_block
-from .documents import MAX_TEXT_CHARS, ReadDocument, document_key, read_document
+from .documents import MAX_TEXT_CHARS, ReadDocument, document_key, expand_inputs, read_document
 from .grounding import Source, as_date, locate, numbers_in
 from .schema import field_kind, json_schema, nullable, validation_errors
 
@@ -103,12 +103,17 @@ class Extractor(Runnable[Any, ExtractionResult]):
         return self._extract_one(input, config)
 
     def iter(self, files: Iterable[Any], skip: Iterable[str] = (), config: RunnableConfig | None = None) -> Iterator[ExtractionResult]:
-        """Results for ``files`` in their order; documents whose name is in ``skip`` (already done) are left out.
+        """Results for ``files`` (paths, folders, PDF bytes, images, ``NamedDocument``) in their order; documents whose name is in ``skip`` (already done) are left out.
 
         The next documents are read (rendered, OCR at a low priority) while the model answers about the
         current ones, so the model is rarely left waiting; ``concurrency`` documents are asked at once."""
         done = {os.path.normpath(name) for name in skip}
-        todo = [f for f in files if os.path.normpath(document_key(f)) not in done]
+        entries = [files] if isinstance(files, (str, os.PathLike)) else list(files)
+        expanded = []
+        for entry in entries:  # a folder is its images and PDFs, as on the command line
+            is_folder = isinstance(entry, (str, os.PathLike)) and os.path.isdir(entry)
+            expanded += expand_inputs([entry]) if is_folder else [entry]
+        todo = [f for f in expanded if os.path.normpath(document_key(f)) not in done]
         with ThreadPoolExecutor(1, thread_name_prefix="qwenvl-extract-read") as reader, \
                 ThreadPoolExecutor(self.concurrency, thread_name_prefix="qwenvl-extract") as asker:
             running: deque[Future] = deque()
