@@ -239,3 +239,20 @@ def test_numbers_and_dates_are_found_in_their_written_forms():
     assert {d.isoformat() for d in dates_in("Date: 14/03/2026")} >= {"2026-03-14"}
     assert {d.isoformat() for d in dates_in("开票日期: 2026年3月14日")} == {"2026-03-14"}
     assert {d.isoformat() for d in dates_in("March 14, 2026")} == {"2026-03-14"}
+
+
+def test_a_long_pdf_is_searched_for_the_fields_and_its_best_page_is_read(tmp_path, tiny_model, runtime):
+    from qwenvl_agent.samples import contract_pdf
+
+    path = tmp_path / "contract.pdf"
+    path.write_bytes(contract_pdf())  # 20 pages; the termination notice is on page 13
+    model = ChatQwenVL(model=tiny_model, engine="torch", max_tokens=80)
+    prompts = Prompts()
+    extractor = Extractor("termination_notice", model, max_text_chars=3000)  # about one page of its text
+    with scripted_replies(runtime, [reply({"termination_notice": "a written notice of ninety (90) days"})]):
+        result = extractor.invoke(str(path), config={"callbacks": [prompts]})
+    assert result.error is None and result.pages == 20
+    assert result.values == {"termination_notice": "a written notice of ninety (90) days"}
+    assert result.sources["termination_notice"].page == 13 and result.sources["termination_notice"].box is not None
+    text = prompts.calls[0].content[1]["text"]
+    assert "--- page 13 (text layer) ---" in text and "--- page 12" not in text and "--- page 14" not in text

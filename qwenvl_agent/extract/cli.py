@@ -28,6 +28,7 @@ def add_command(commands, model_options: Options, backend_options: Options, chat
                                                                     "more helps a remote server)")
     parser.add_argument("--keep-unfound", action="store_true",
                         help="keep values the document's text does not contain (default: null, listed as dropped)")
+    parser.add_argument("--max-pages", type=int, default=50, help="a longer PDF is an error in its row (default 50)")
     model_options(parser)
     backend_options(parser)
     parser.set_defaults(run=lambda args: run(args, chat_model))
@@ -43,10 +44,11 @@ def run(args: argparse.Namespace, chat_model: Callable[[argparse.Namespace], Any
         schema = json_schema(args.fields if args.fields is not None else _schema_file(args.schema))
         output_format(output)
         files = expand_inputs(args.files)
-        if args.concurrency < 1:
-            raise ValueError(f"--concurrency must be at least 1, got {args.concurrency}")
+        if args.concurrency < 1 or args.max_pages < 1:
+            raise ValueError("--concurrency and --max-pages must be at least 1")
         model = chat_model(args)
-        extractor = Extractor(schema, model, concurrency=args.concurrency, keep_unfound=args.keep_unfound)
+        extractor = Extractor(schema, model, concurrency=args.concurrency, keep_unfound=args.keep_unfound,
+                              max_pages=args.max_pages)
         done = done_documents(output, extractor.fields)
     except (SchemaError, DocumentInputError, OutputError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -19,6 +19,7 @@ SUPPORTED_SUFFIXES = (".pdf", ".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", 
 # its best pages are sent, up to this much.
 MAX_TEXT_CHARS = 8000
 INDEX_TIMEOUT_SECONDS = 600.0
+MAX_PAGES = 50  # a longer PDF is an error in its row (raise it with max_pages / --max-pages)
 
 
 class DocumentInputError(ValueError):
@@ -66,12 +67,12 @@ class ReadDocument:
     errors: list[str]
 
 
-def read_document(source: Any, name: str, query: str, limit: int = MAX_TEXT_CHARS) -> ReadDocument:
+def read_document(source: Any, name: str, query: str, limit: int = MAX_TEXT_CHARS, max_pages: int = MAX_PAGES) -> ReadDocument:
     """Render and read every page of ``source`` (a path, bytes or an image); a file that cannot be opened
     raises (``ImageInputError``), a page that cannot be read is listed in ``errors``. The pages for the
     model: all of them when their text fits in ``limit`` characters, else those that best match ``query``
     (the fields' names, searched as ``search_document`` does), best first until the limit, in page order."""
-    store = ImageStore(index_pages=True)
+    store = ImageStore(index_pages=True, max_pages=max_pages)
     if isinstance(source, NamedDocument):
         source = source.content
     try:

@@ -22,7 +22,7 @@ from langchain_core.messages import HumanMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from ..tools.base import image_block
-from .documents import MAX_TEXT_CHARS, ReadDocument, document_key, expand_inputs, read_document
+from .documents import MAX_PAGES, MAX_TEXT_CHARS, ReadDocument, document_key, expand_inputs, read_document
 from .grounding import Source, as_date, locate, numbers_in
 from .schema import field_kind, json_schema, nullable, validation_errors
 
@@ -69,11 +69,13 @@ class Extractor(Runnable[Any, ExtractionResult]):
     ``schema``: a pydantic model, a TypedDict, a JSON schema dict, or the fields syntax
     (``"invoice_number, total:number, date:date"``). ``model``: any LangChain chat model with
     ``with_structured_output`` (default: ``ChatQwenVL()``). ``keep_unfound=True`` keeps values the
-    document's text does not contain (without a source) instead of dropping them to null.
+    document's text does not contain (without a source) instead of dropping them to null. ``max_pages``: a
+    longer PDF is an error in its row.
     """
 
     def __init__(self, schema: Any, model: BaseChatModel | None = None, *, concurrency: int = 1,
-                 keep_unfound: bool = False, max_text_chars: int = MAX_TEXT_CHARS, images: bool = True):
+                 keep_unfound: bool = False, max_text_chars: int = MAX_TEXT_CHARS, images: bool = True,
+                 max_pages: int = MAX_PAGES):
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self.schema = json_schema(schema)
@@ -83,6 +85,7 @@ class Extractor(Runnable[Any, ExtractionResult]):
         self.keep_unfound = keep_unfound
         self.max_text_chars = max_text_chars
         self.images = images
+        self.max_pages = max_pages
         definitions = self.schema.get("$defs", {})
         self.kinds = {name: field_kind(spec, definitions) for name, spec in self.schema["properties"].items()}
 
@@ -133,7 +136,7 @@ class Extractor(Runnable[Any, ExtractionResult]):
         started = time.perf_counter()
         result = ExtractionResult(name, dict.fromkeys(self.fields))
         try:
-            document = read_document(source, name, " ".join(self.fields).replace("_", " "), self.max_text_chars)
+            document = read_document(source, name, " ".join(self.fields).replace("_", " "), self.max_text_chars, self.max_pages)
             result.pages = len(document.pages) + len(document.errors)
             if not document.pages:
                 raise ValueError("no page could be read: " + "; ".join(document.errors))
@@ -211,7 +214,7 @@ def _message_of(exc: Exception) -> str:
 
 def extract(files: Iterable[Any], schema: Any, model: BaseChatModel | None = None, **options: Any) -> Iterator[ExtractionResult]:
     """The fields of ``schema`` from each of ``files`` (paths, PDF bytes or images), one ``ExtractionResult``
-    per document, in order. ``options``: ``concurrency``, ``keep_unfound``, ``max_text_chars``, ``images``
+    per document, in order. ``options``: ``concurrency``, ``keep_unfound``, ``max_text_chars``, ``images``, ``max_pages``
     (see ``Extractor``), and ``skip`` (names of documents already done)."""
     skip = options.pop("skip", ())
     return Extractor(schema, model, **options).iter(files, skip=skip)
