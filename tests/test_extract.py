@@ -256,3 +256,31 @@ def test_a_long_pdf_is_searched_for_the_fields_and_its_best_page_is_read(tmp_pat
     assert result.sources["termination_notice"].page == 13 and result.sources["termination_notice"].box is not None
     text = prompts.calls[0].content[1]["text"]
     assert "--- page 13 (text layer) ---" in text and "--- page 12" not in text and "--- page 14" not in text
+
+
+def test_cli_on_a_remote_openai_compatible_server_two_documents_at_once(invoices, tiny_model, tmp_path):
+    """--backend openai --concurrency 2 against `qwenvl serve` on the tiny checkpoint: the same file under two
+    names, so the two scripted replies fit whichever the server answers first."""
+    pytest.importorskip("langchain_openai")
+    from served import Served
+
+    from qwenvl_agent.server.app import ServerSettings
+
+    folder, docs = invoices
+    for name in ("x1.pdf", "x2.pdf"):
+        (tmp_path / name).write_bytes((folder / "c-second.pdf").read_bytes())
+    server = Served(ServerSettings(model=tiny_model, engine="torch", api_key="secret", max_tokens=4096))
+    output = tmp_path / "remote.jsonl"
+    try:
+        with scripted_replies(server.runtime, [reply(values_of(docs[1]))] * 2) as pending:
+            code = main(["extract", str(tmp_path / "x1.pdf"), str(tmp_path / "x2.pdf"), "--fields", FIELDS,
+                         "--output", str(output), "--backend", "openai", "--base-url", f"{server.url}/v1",
+                         "--api-key", "secret", "--model", "qwen", "--concurrency", "2"])
+    finally:
+        server.stop()
+    assert code == 0 and pending == []
+    rows = rows_of(output)
+    assert [Path(r["document"]).name for r in rows] == ["x1.pdf", "x2.pdf"]
+    for row in rows:
+        assert row["error"] is None and row["values"]["invoice_number"] == docs[1].facts["number"]
+        assert row["values"]["total"] == docs[1].facts["total"] and row["sources"]["total"]["page"] == 1
