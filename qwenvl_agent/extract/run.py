@@ -106,7 +106,8 @@ class Extractor(Runnable[Any, ExtractionResult]):
         return self._extract_one(input, config)
 
     def iter(self, files: Iterable[Any], skip: Iterable[str] = (), config: RunnableConfig | None = None) -> Iterator[ExtractionResult]:
-        """Results for ``files`` (paths, folders, PDF bytes, images, ``NamedDocument``) in their order; documents whose name is in ``skip`` (already done) are left out.
+        """Results for ``files`` (paths, folders, PDF bytes, images, ``NamedDocument``) in their order;
+        documents whose name is in ``skip`` (already done) are left out.
 
         The next documents are read (rendered, OCR at a low priority) while the model answers about the
         current ones, so the model is rarely left waiting; ``concurrency`` documents are asked at once."""
