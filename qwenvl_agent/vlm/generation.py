@@ -11,12 +11,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import bridge, cancel
 from .errors import GenerationError, ImageInputError, PromptTooLongError
 from .images import pixel_budget
 from .reuse import find_image_spans, image_key
+
+if TYPE_CHECKING:
+    from .constrain import Grammar
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,8 @@ class GenerationSettings:
     # Reuse of earlier work (see reuse.py): the vision tower's output per image, the KV cache of a shared prefix.
     cache_images: bool = True
     reuse_prefix: bool = True
+    # What the reply may be (constrain.py): a ToolCallGrammar or a JsonSchemaGrammar; None: unconstrained.
+    grammar: Grammar | None = None
 
 
 @dataclass
@@ -282,9 +287,22 @@ class _Run:
         if settings.repetition_penalty:
             kwargs["repetition_penalty"] = settings.repetition_penalty
         hooks = [hook(self.prompt_length) for hook in self.runtime.logits_hooks]
+        if settings.grammar is not None and not any(hooks):  # a scripted reply wins over the grammar
+            hooks = [self._constraint()]
         if any(hooks):
             kwargs["logits_processor"] = LogitsProcessorList([h for h in hooks if h is not None])
         return kwargs
+
+    def _constraint(self):
+        from .constrain import ConstraintLogitsProcessor
+
+        config = self.runtime.model.config
+        constraint = self.settings.grammar.constraint(
+            self.runtime.tokenizer,
+            vocab_size=getattr(config, "text_config", config).vocab_size,
+            thinking=self.runtime.opens_thinking,
+        )
+        return ConstraintLogitsProcessor(constraint, self.prompt_length, self.settings.max_new_tokens)
 
 
 class _StopWhen:
