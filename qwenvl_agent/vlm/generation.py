@@ -297,10 +297,9 @@ class _Run:
         from .constrain import ConstraintLogitsProcessor
 
         config = self.runtime.model.config
+        vocab_size = getattr(config, "text_config", config).vocab_size
         constraint = self.settings.grammar.constraint(
-            self.runtime.tokenizer,
-            vocab_size=getattr(config, "text_config", config).vocab_size,
-            thinking=self.runtime.opens_thinking,
+            self.runtime.tokenizer, vocab_size=vocab_size, thinking=self.runtime.opens_thinking
         )
         return ConstraintLogitsProcessor(constraint, self.prompt_length, self.settings.max_new_tokens)
 

@@ -1,0 +1,124 @@
+"""What one call's reply may be, as a grammar for constrained decoding (``constrain.py``): calls of the bound
+tools on ids that exist, or one JSON value of a requested schema.
+
+``call_grammar`` reads a call's tools, ``tool_choice``, ``allowed_ids`` and ``response_format`` into a
+``Grammar`` (or None: unconstrained). ``ContinuedGrammar`` is that grammar for a reply that has already
+begun: a forced call's start is in the prompt, and a Thinking model may already have reasoned.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from .constrain import ConstraintError, Grammar, JsonSchemaGrammar, ToolCallGrammar
+
+# Grammars are compiled once per object; the same tools with the same ids (a planner's steps between two
+# new images) reuse the object, so they reuse its compiled matcher.
+_CACHE_SIZE = 32
+_cache: OrderedDict[str, Grammar] = OrderedDict()
+_cache_lock = threading.Lock()
+
+_FORMAT_TYPES = ("text", "json_object", "json_schema")
+
+
+def call_grammar(
+    tools: list[dict[str, Any]] | None,
+    choice: str | None,
+    allowed_ids: Mapping[str, Sequence[str]] | None = None,
+    response_format: Any = None,
+) -> Grammar | None:
+    """The grammar of one call's reply. ``tools`` in OpenAI's format with ``choice`` normalised (see
+    ``tool_choice``); ``allowed_ids`` maps an argument name to the values it may take (``{"image_id": [...]}``);
+    ``response_format`` as OpenAI's API takes it, or the schema itself (see ``json_schema_of``).
+
+    With ``tool_choice="auto"`` and no tool callable (each needs an id and there is none), the reply is left
+    free: the model answers in words. A forced choice in that case is a ``ConstraintError`` saying why."""
+    schema = json_schema_of(response_format)
+    if schema is not None:
+        if tools:
+            raise ValueError("response_format and tools cannot be used in one call: the reply is either calls or JSON.")
+        return _cached(("json", schema), lambda: JsonSchemaGrammar(schema))
+    if not tools:
+        return None
+    ids = {field: [str(i) for i in values] for field, values in (allowed_ids or {}).items()}
+    try:
+        return _cached(("tools", tools, choice, ids), lambda: ToolCallGrammar.from_tools(tools, ids, tool_choice=choice))
+    except ConstraintError:
+        if choice in (None, "auto"):
+            return None
+        raise
+
+
+def json_schema_of(response_format: Any) -> dict[str, Any] | None:
+    """The JSON schema a ``response_format`` asks for: ``{"type": "json_schema", "json_schema": {"schema": …}}``,
+    ``{"type": "json_object"}`` (any object), ``{"type": "text"}`` or None (no schema), or the schema itself (a
+    pydantic model, a TypedDict or a JSON schema). ``ValueError`` naming what is wrong otherwise."""
+    if response_format is None:
+        return None
+    if isinstance(response_format, Mapping) and response_format.get("type") in _FORMAT_TYPES:
+        kind = response_format["type"]
+        if kind == "text":
+            return None
+        if kind == "json_object":
+            return {"type": "object"}
+        described = response_format.get("json_schema")
+        schema = described.get("schema") if isinstance(described, Mapping) else None
+        if not isinstance(schema, Mapping):
+            raise ValueError("response_format json_schema needs the schema: {'type': 'json_schema', "
+                             "'json_schema': {'name': ..., 'schema': {...}}}.")
+        return dict(schema)
+    if isinstance(response_format, Mapping):
+        return dict(response_format)
+    try:
+        return JsonSchemaGrammar(response_format).schema
+    except ConstraintError as exc:
+        raise ValueError(f"response_format must be a JSON schema, a pydantic model or a TypedDict: {exc}") from exc
+
+
+def _cached(key: Any, make: Callable[[], Grammar]) -> Grammar:
+    text = json.dumps(key, sort_keys=True, default=str)
+    with _cache_lock:
+        if text in _cache:
+            _cache.move_to_end(text)
+            return _cache[text]
+    grammar = make()
+    with _cache_lock:
+        _cache[text] = grammar
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return grammar
+
+
+class ContinuedGrammar(Grammar):
+    """``grammar`` for a reply that has begun: the prompt ends with ``prefix`` (a forced call's start, which the
+    constraint takes as already written), and the reply opens inside ``<think>`` only if ``thinking`` (the
+    caller knows: a Thinking model's forced call comes after reasoning that is already in the prompt)."""
+
+    def __init__(self, grammar: Grammar, prefix: str = "", *, thinking: bool = False) -> None:
+        self.grammar = grammar
+        self.prefix = prefix
+        self.thinking = thinking
+        self.triggered = grammar.triggered
+
+    def rules(self, tokens: Any) -> str:
+        return self.grammar.rules(tokens)
+
+    def constraint(self, tokenizer: Any, *, vocab_size: int | None = None, end_token_ids: Sequence[int] | None = None,
+                   thinking: bool = False) -> Any:
+        """A new generation; ``thinking`` is this grammar's own (what the engine guesses does not apply)."""
+        constraint = self.grammar.constraint(tokenizer, vocab_size=vocab_size, end_token_ids=end_token_ids,
+                                             thinking=self.thinking)
+        if self.prefix:
+            constraint.accept(tokenizer.encode(self.prefix, add_special_tokens=False))
+        return constraint
+
+    def check(self, tokenizer: Any, vocab_size: int, max_new_tokens: int) -> None:
+        """Compile now, in the caller's thread, so that a grammar that cannot be built, or a budget too small for
+        a complete reply, is a ``ConstraintError`` here and not a failed generation."""
+        constraint = self.grammar.constraint(tokenizer, vocab_size=vocab_size, thinking=self.thinking)
+        written = len(tokenizer.encode(self.prefix, add_special_tokens=False)) if self.prefix else 0
+        constraint.close_within(max_new_tokens + written)
