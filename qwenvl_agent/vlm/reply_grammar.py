@@ -79,6 +79,19 @@ def json_schema_of(response_format: Any) -> dict[str, Any] | None:
         raise ValueError(f"response_format must be a JSON schema, a pydantic model or a TypedDict: {exc}") from exc
 
 
+def check_json_schema(schema: Mapping[str, Any]) -> None:
+    """``ConstraintError`` naming the problem if no grammar can be made of ``schema`` (a feature the matcher
+    does not support, bounds no value meets): checked without a tokenizer, before any model runs."""
+    import llguidance
+
+    try:
+        problem = llguidance.LLMatcher.validate_grammar(llguidance.LLMatcher.grammar_from_json_schema(dict(schema)))
+    except (ValueError, TypeError) as exc:
+        problem = str(exc)
+    if problem:
+        raise ConstraintError(f"The JSON schema cannot be used: {problem.splitlines()[0]}")
+
+
 def _cached(key: Any, make: Callable[[], Grammar]) -> Grammar:
     text = json.dumps(key, sort_keys=True, default=str)
     with _cache_lock:
