@@ -139,9 +139,8 @@ class Invoice(BaseModel):
     number: str
     seller: Party
     currency: Currency
-    lines: list[Line] = Field(min_length=1, max_length=3)
+    lines: list[Line] = Field(min_length=1, max_length=2)
     total: float
-    paid: bool
     note: str | None = None
 
 
@@ -151,7 +150,7 @@ def test_structured_output_json_schema_always_validates_nested_pydantic_with_enu
     chinese = free_valid = 0
     currencies: set[Currency] = set()
     for seed in range(RUNS):
-        budget = (120, 180)[seed % 2]
+        budget = (100, 150)[seed % 2]
         invoice = structured.invoke(question, seed=seed, max_tokens=budget)
         assert isinstance(invoice, Invoice), seed
         written = invoice.model_dump_json(exclude={"currency"})  # the model's own strings, not the enum's
@@ -203,8 +202,8 @@ def test_typed_dicts_json_schemas_and_json_mode_constrain_the_reply_too(sampled)
 
 def test_function_calling_structured_output_is_a_constrained_forced_call(sampled):
     structured = sampled.with_structured_output(Invoice)  # the default method: a forced call of a tool "Invoice"
-    for seed in range(20):
-        assert isinstance(structured.invoke("x", seed=seed, max_tokens=240), Invoice)
+    for seed in range(10):
+        assert isinstance(structured.invoke("x", seed=seed, max_tokens=150), Invoice)
 
 
 def test_response_format_and_tools_in_one_call_is_a_clear_error(sampled, tools):

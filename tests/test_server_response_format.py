@@ -102,7 +102,7 @@ def test_a_streamed_json_schema_reply_joins_into_valid_json(client):
         ({"response_format": {"type": "json_schema"}}, "response_format json_schema needs the schema"),
         ({"response_format": {"type": "json_object"},
           "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}]},
-         "cannot be combined with tools"),
+         "response_format json_schema or json_object cannot be combined with tools"),
     ],
     ids=["unsatisfiable", "no-schema", "with-tools"],
 )

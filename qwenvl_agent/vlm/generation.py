@@ -218,6 +218,8 @@ class _Run:
         self.output_tokens = 0
         self.error: BaseException | None = None
         self.stopped_by_sequence = False
+        self.constrained = None  # the grammar's logits processor, when the reply is constrained
+        self.last_token: int | None = None
         self.streamer = TextIteratorStreamer(runtime.tokenizer, skip_prompt=True, skip_special_tokens=True)
         self.thread = threading.Thread(target=self._generate, name="qwenvl-generate", daemon=True)
         self._on_end: Callable[[], None] = lambda: None
@@ -246,6 +248,8 @@ class _Run:
             return "stop"
         if self.outside is not None and self.outside.is_set():
             return "cancelled"
+        if self.constrained is not None and self.last_token in self.constrained.constraint.env.end_ids:
+            return "stop"  # the grammar completed the reply within its budget: it is whole
         return "length" if self.output_tokens >= settings.max_new_tokens else "stop"
 
     def _generate(self) -> None:
@@ -259,6 +263,7 @@ class _Run:
                     self.inputs, self.spans, self.settings, self._generate_kwargs(), self.times, self.should_stop
                 )
             self.output_tokens = int(output.shape[1]) - self.prompt_length
+            self.last_token = int(output[0, -1]) if self.output_tokens else None
         except Stopped:
             self.streamer.end()
         except BaseException as exc:  # re-raised in the caller's thread
@@ -301,7 +306,9 @@ class _Run:
         constraint = self.settings.grammar.constraint(
             self.runtime.tokenizer, vocab_size=vocab_size, thinking=self.runtime.opens_thinking
         )
-        return ConstraintLogitsProcessor(constraint, self.prompt_length, self.settings.max_new_tokens)
+        # The last token is kept for the end token, so a reply the grammar completes ends as a whole one.
+        self.constrained = ConstraintLogitsProcessor(constraint, self.prompt_length, self.settings.max_new_tokens - 1)
+        return self.constrained
 
 
 class _StopWhen:

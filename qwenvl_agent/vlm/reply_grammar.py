@@ -134,4 +134,4 @@ class ContinuedGrammar(Grammar):
         a complete reply, is a ``ConstraintError`` here and not a failed generation."""
         constraint = self.grammar.constraint(tokenizer, vocab_size=vocab_size, thinking=self.thinking)
         written = len(tokenizer.encode(self.prefix, add_special_tokens=False)) if self.prefix else 0
-        constraint.close_within(max_new_tokens + written)
+        constraint.close_within(max_new_tokens - 1 + written)  # the last token is the end token
