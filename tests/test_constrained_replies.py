@@ -249,3 +249,23 @@ def test_the_agent_with_the_tiny_model_as_planner_makes_only_valid_calls_on_exis
             planner_steps += 1
     print(f"\nagent with the tiny planner, tool_choice='any': {planner_steps}/{planner_steps} planner steps are valid "
           "calls on ids the store held")
+
+
+@pytest.fixture(scope="module")
+def thinking_model(tmp_path_factory) -> str:
+    from qwenvl_agent.vlm.testing import make_tiny_checkpoint
+
+    return str(make_tiny_checkpoint(tmp_path_factory.mktemp("thinking"), thinking=True))
+
+
+def test_a_thinking_model_reasons_freely_then_calls_or_answers_in_json_under_the_grammar(thinking_model, store, tools):
+    ids = ids_by_argument([store])
+    llm = sampling(thinking_model, max_tokens=100)
+    assert llm.runtime.opens_thinking
+    bound = llm.bind_tools(list(tools.values()), tool_choice="any")
+    structured = llm.with_structured_output(Line, method="json_schema")
+    for seed in range(8):
+        reply = bound.invoke("Read img-1.", seed=seed, allowed_ids=ids)
+        assert invalid_calls(reply, tools, ids) == [], (seed, reply.tool_calls, reply.invalid_tool_calls)
+        assert reply.additional_kwargs.get("reasoning_content")  # it did reason first, unconstrained
+        assert isinstance(structured.invoke("The line.", seed=seed), Line)
