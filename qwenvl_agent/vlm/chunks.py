@@ -11,7 +11,6 @@ from langchain_core.messages import AIMessageChunk
 from langchain_core.outputs import ChatGenerationChunk
 
 from .generation import GenerationSettings, GenerationStats, Prompt
-from .reply_grammar import ContinuedGrammar
 from .tool_calls import THINK_END, ParsedCall, Reasoning, ReplySplitter
 
 if TYPE_CHECKING:
@@ -34,14 +33,8 @@ def reply_chunks(
         calls += sum(isinstance(piece, ParsedCall) for piece in pieces)
 
     forced, stats = prompt.assistant_prefix, []
-    thought_first = bool(forced) and runtime.opens_thinking
-    if settings.grammar is not None:
-        # The reply has begun with the forced call's start (and, on a Thinking model, with its reasoning).
-        grammar = ContinuedGrammar(settings.grammar, forced, thinking=runtime.opens_thinking and not thought_first)
-        grammar.check(runtime.tokenizer, logits_width(runtime), settings.max_new_tokens)
-        settings = replace(settings, grammar=grammar)
-    if thought_first:
-        # A Thinking model reasons first; the forced call opens right after its reasoning.
+    if forced and runtime.opens_thinking:
+        # A Thinking model reasons first (freely: no grammar); the forced call opens right after its reasoning.
         thought = Prompt(prompt.messages, prompt.images, prompt.tools, assistant_prefix="")
         for item in runtime.stream(thought, replace(settings, stop=(THINK_END,), grammar=None)):
             if isinstance(item, GenerationStats):
@@ -58,12 +51,6 @@ def reply_chunks(
             yield from emit(splitter.feed(item))
     yield from emit(splitter.finish())
     yield last_chunk(combined(stats), model, has_calls=calls > 0)
-
-
-def logits_width(runtime: VLMRuntime) -> int:
-    """How many logits the model gives per step (Qwen3-VL's 151,936: more than its tokenizer's tokens)."""
-    config = runtime.model.config
-    return int(getattr(config, "text_config", config).vocab_size)
 
 
 def piece_chunks(pieces: Iterable[str | Reasoning | ParsedCall], first_call: int) -> Iterator[ChatGenerationChunk]:

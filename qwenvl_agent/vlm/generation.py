@@ -107,9 +107,10 @@ def stream(runtime, prompt: Prompt, settings: GenerationSettings) -> Iterator[st
     gate.enter(deadline, outside)
     try:
         started = time.monotonic()
+        constraint = _start_constraint(runtime, prompt, settings)
         inputs, spans = build_inputs(runtime, prompt, settings)
         prompt_length = int(inputs["input_ids"].shape[1])
-        run = _Run(runtime, inputs, spans, settings, prompt_length, started, deadline, outside)
+        run = _Run(runtime, inputs, spans, settings, prompt_length, started, deadline, outside, constraint)
     except BaseException:
         gate.leave()
         raise
@@ -135,6 +136,21 @@ def stream(runtime, prompt: Prompt, settings: GenerationSettings) -> Iterator[st
         seconds=time.monotonic() - started,
         times=run.times,
     )
+
+
+def _start_constraint(runtime, prompt: Prompt, settings: GenerationSettings):
+    """The constraint of ``settings.grammar`` for this reply, past its forced start (``assistant_prefix``, the
+    reply's first text); a grammar that cannot be built or a budget too small is a ``ConstraintError`` here."""
+    if settings.grammar is None:
+        return None
+    config = runtime.model.config
+    constraint = settings.grammar.constraint(
+        runtime.tokenizer, vocab_size=getattr(config, "text_config", config).vocab_size, thinking=runtime.opens_thinking
+    )
+    if prompt.assistant_prefix:
+        constraint.accept(runtime.tokenizer.encode(prompt.assistant_prefix, add_special_tokens=False))
+    constraint.close_within(settings.max_new_tokens - 1)  # the last token is kept for the end token
+    return constraint
 
 
 def build_inputs(runtime, prompt: Prompt, settings: GenerationSettings):
@@ -200,7 +216,7 @@ class _Run:
     """One generation in a worker thread, with a streamer and the reasons it may stop early."""
 
     def __init__(self, runtime, inputs, spans, settings: GenerationSettings, prompt_length: int, started: float,
-                 deadline: float | None = None, outside=None):
+                 deadline: float | None = None, outside=None, constraint=None):
         from transformers import TextIteratorStreamer
 
         self.runtime = runtime
@@ -218,7 +234,7 @@ class _Run:
         self.output_tokens = 0
         self.error: BaseException | None = None
         self.stopped_by_sequence = False
-        self.constrained = None  # the grammar's logits processor, when the reply is constrained
+        self.constraint = constraint  # the grammar's, when the reply is constrained
         self.last_token: int | None = None
         self.streamer = TextIteratorStreamer(runtime.tokenizer, skip_prompt=True, skip_special_tokens=True)
         self.thread = threading.Thread(target=self._generate, name="qwenvl-generate", daemon=True)
@@ -248,7 +264,7 @@ class _Run:
             return "stop"
         if self.outside is not None and self.outside.is_set():
             return "cancelled"
-        if self.constrained is not None and self.last_token in self.constrained.constraint.env.end_ids:
+        if self.constraint is not None and self.last_token in self.constraint.env.end_ids:
             return "stop"  # the grammar completed the reply within its budget: it is whole
         return "length" if self.output_tokens >= settings.max_new_tokens else "stop"
 
@@ -292,23 +308,14 @@ class _Run:
         if settings.repetition_penalty:
             kwargs["repetition_penalty"] = settings.repetition_penalty
         hooks = [hook(self.prompt_length) for hook in self.runtime.logits_hooks]
-        if settings.grammar is not None and not any(hooks):  # a scripted reply wins over the grammar
-            hooks = [self._constraint()]
+        if self.constraint is not None and not any(hooks):  # a scripted reply wins over the grammar
+            from .constrain import ConstraintLogitsProcessor
+
+            # The last token is kept for the end token, so a reply the grammar completes ends as a whole one.
+            hooks = [ConstraintLogitsProcessor(self.constraint, self.prompt_length, settings.max_new_tokens - 1)]
         if any(hooks):
             kwargs["logits_processor"] = LogitsProcessorList([h for h in hooks if h is not None])
         return kwargs
-
-    def _constraint(self):
-        from .constrain import ConstraintLogitsProcessor
-
-        config = self.runtime.model.config
-        vocab_size = getattr(config, "text_config", config).vocab_size
-        constraint = self.settings.grammar.constraint(
-            self.runtime.tokenizer, vocab_size=vocab_size, thinking=self.runtime.opens_thinking
-        )
-        # The last token is kept for the end token, so a reply the grammar completes ends as a whole one.
-        self.constrained = ConstraintLogitsProcessor(constraint, self.prompt_length, self.settings.max_new_tokens - 1)
-        return self.constrained
 
 
 class _StopWhen:

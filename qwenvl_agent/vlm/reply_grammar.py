@@ -2,8 +2,8 @@
 tools on ids that exist, or one JSON value of a requested schema.
 
 ``call_grammar`` reads a call's tools, ``tool_choice``, ``allowed_ids`` and ``response_format`` into a
-``Grammar`` (or None: unconstrained). ``ContinuedGrammar`` is that grammar for a reply that has already
-begun: a forced call's start is in the prompt, and a Thinking model may already have reasoned.
+``Grammar`` (or None: unconstrained), for ``GenerationSettings.grammar``. The engine takes a forced call's
+start (``Prompt.assistant_prefix``) as the reply's first text, so the grammar is the whole reply's.
 """
 
 from __future__ import annotations
@@ -104,34 +104,3 @@ def _cached(key: Any, make: Callable[[], Grammar]) -> Grammar:
         while len(_cache) > _CACHE_SIZE:
             _cache.popitem(last=False)
     return grammar
-
-
-class ContinuedGrammar(Grammar):
-    """``grammar`` for a reply that has begun: the prompt ends with ``prefix`` (a forced call's start, which the
-    constraint takes as already written), and the reply opens inside ``<think>`` only if ``thinking`` (the
-    caller knows: a Thinking model's forced call comes after reasoning that is already in the prompt)."""
-
-    def __init__(self, grammar: Grammar, prefix: str = "", *, thinking: bool = False) -> None:
-        self.grammar = grammar
-        self.prefix = prefix
-        self.thinking = thinking
-        self.triggered = grammar.triggered
-
-    def rules(self, tokens: Any) -> str:
-        return self.grammar.rules(tokens)
-
-    def constraint(self, tokenizer: Any, *, vocab_size: int | None = None, end_token_ids: Sequence[int] | None = None,
-                   thinking: bool = False) -> Any:
-        """A new generation; ``thinking`` is this grammar's own (what the engine guesses does not apply)."""
-        constraint = self.grammar.constraint(tokenizer, vocab_size=vocab_size, end_token_ids=end_token_ids,
-                                             thinking=self.thinking)
-        if self.prefix:
-            constraint.accept(tokenizer.encode(self.prefix, add_special_tokens=False))
-        return constraint
-
-    def check(self, tokenizer: Any, vocab_size: int, max_new_tokens: int) -> None:
-        """Compile now, in the caller's thread, so that a grammar that cannot be built, or a budget too small for
-        a complete reply, is a ``ConstraintError`` here and not a failed generation."""
-        constraint = self.grammar.constraint(tokenizer, vocab_size=vocab_size, thinking=self.thinking)
-        written = len(tokenizer.encode(self.prefix, add_special_tokens=False)) if self.prefix else 0
-        constraint.close_within(max_new_tokens - 1 + written)  # the last token is the end token
