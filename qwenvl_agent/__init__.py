@@ -18,6 +18,7 @@ from .agent import (
     stream,
 )
 from . import samples
+from .extract import ExtractionResult, Extractor, extract
 from .agent.backends import chat_model
 from .tools import ChartData, ImageStore, OcrEngineError, UnknownImageError, make_tools, parse_chart_json
 from .voice import AudioInputError, Transcript, speak, transcribe
@@ -32,6 +33,7 @@ from .vlm import (
     GenerationTimeout,
     ImageInputError,
     ModelNotAvailableError,
+    PixelLimitError,
     PromptTooLongError,
     QwenVLError,
     VLMRuntime,
@@ -55,12 +57,15 @@ __all__ = [
     "DocumentAssistant",
     "EngineError",
     "Error",
+    "ExtractionResult",
+    "Extractor",
     "GenerationCancelled",
     "GenerationError",
     "GenerationTimeout",
     "ImageInputError",
     "ImageStore",
     "ModelNotAvailableError",
+    "PixelLimitError",
     "OcrEngineError",
     "PromptTooLongError",
     "QwenVLError",
@@ -76,6 +81,7 @@ __all__ = [
     "astream",
     "build_agent",
     "chat_model",
+    "extract",
     "load_image",
     "load_runtime",
     "make_tools",

@@ -32,7 +32,7 @@ from .chunks import reply_chunks
 from .generation import DEFAULT_MAX_IMAGE_TOKENS, GenerationSettings, Prompt
 from .openvino_export import check_weights
 from .reply_grammar import json_schema_of
-from .runtime import DEFAULT_MODEL, ENGINES, VLMRuntime, load_runtime, resolve_dtype
+from .runtime import DEFAULT_MODEL, VLMRuntime, check_engine, load_runtime, resolve_dtype
 from .tool_choice import forced_call_prefix, normalise_tool_choice, offered_tools
 
 __all__ = ["ChatQwenVL", "forced_call_prefix", "normalise_tool_choice", "offered_tools"]
@@ -289,9 +289,7 @@ class ChatQwenVL(BaseChatModel):
     @field_validator("engine")
     @classmethod
     def _known_engine(cls, engine: str) -> str:
-        if str(engine).lower() not in ENGINES:
-            raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}.")
-        return str(engine).lower()
+        return check_engine(engine)
 
     @field_validator("weights")
     @classmethod

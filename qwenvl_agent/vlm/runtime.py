@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 # The loader's public names; the CPU, hub, IR and registry ones live in modules of their own and are
 # importable from here too.
 __all__ = [
-    "DEFAULT_MODEL", "DTYPES", "ENGINES", "VLMRuntime", "cpu_has_fast_bf16", "load_runtime", "loaded_runtimes",
+    "DEFAULT_MODEL", "DTYPES", "ENGINES", "VLMRuntime", "check_engine", "cpu_has_fast_bf16", "load_runtime", "loaded_runtimes",
     "physical_cores", "release_runtime", "resolve_dtype", "resolve_engine", "resolve_model_path",
 ]
 
@@ -226,11 +226,18 @@ def _reuse(runtime: VLMRuntime, num_threads: int | None, limits: dict[str, Any])
     return runtime.with_limits(**limits)
 
 
-def resolve_engine(engine: str) -> str:
-    """Turn "auto" into "openvino" where OpenVINO is installed, else "torch"; validate the others."""
+def check_engine(engine: str) -> str:
+    """``engine`` as a name of ``ENGINES`` (any case); ``ValueError`` naming the choices otherwise. The one
+    check of an engine name: ``ChatQwenVL``, ``load_runtime`` and so every front end go through it."""
     name = str(engine).lower()
     if name not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}.")
+    return name
+
+
+def resolve_engine(engine: str) -> str:
+    """Turn "auto" into "openvino" where OpenVINO is installed, else "torch"; validate the others."""
+    name = check_engine(engine)
     if name == "auto":
         return "openvino" if openvino_available() else "torch"
     return name
