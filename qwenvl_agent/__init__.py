@@ -18,6 +18,7 @@ from .agent import (
     stream,
 )
 from . import samples
+from .extract import ExtractionResult, Extractor, extract
 from .agent.backends import chat_model
 from .tools import ChartData, ImageStore, OcrEngineError, UnknownImageError, make_tools, parse_chart_json
 from .voice import AudioInputError, Transcript, speak, transcribe
@@ -54,6 +55,8 @@ __all__ = [
     "DocumentAssistant",
     "EngineError",
     "Error",
+    "ExtractionResult",
+    "Extractor",
     "GenerationCancelled",
     "GenerationError",
     "GenerationTimeout",
@@ -76,6 +79,7 @@ __all__ = [
     "astream",
     "build_agent",
     "chat_model",
+    "extract",
     "load_image",
     "load_runtime",
     "make_tools",

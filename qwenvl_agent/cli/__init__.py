@@ -8,7 +8,7 @@ import argparse
 import sys
 import warnings
 
-from . import ask, measure, serve, voice
+from . import ask, measure, options, serve, voice
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,4 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     measure.add_eval_parser(commands)
     measure.add_bench_parser(commands)
     voice.add_parsers(commands)  # transcribe and speak
+    from ..extract.cli import add_command as add_extract_command
+
+    add_extract_command(commands, options.model_options, options.backend_options, options.chat_model)
     return parser

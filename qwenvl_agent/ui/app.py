@@ -13,7 +13,7 @@ import logging
 
 import streamlit as st
 
-from qwenvl_agent.ui import render, state
+from qwenvl_agent.ui import extract, render, state
 from qwenvl_agent.ui.chat import ask, follow_answer, question_placeholder
 from qwenvl_agent.ui.documents import add_sidebar_files, show_gallery, show_index_progress, sidebar_uploader
 from qwenvl_agent.ui.model import busy_note, load_model
@@ -26,7 +26,10 @@ def main() -> None:
     st.set_page_config(page_title="qwenvl assistant", page_icon=":material/document_scanner:")
     conversation = state.conversation()
     conversation.answer_ended()  # an answer that ended while no run of the page drew it is in the history now
+    extracting = extract.chosen()  # the sidebar's mode switch, above the settings
     chosen = sidebar_settings(state.launch_settings())
+    if extracting:  # the Extract mode: a page of its own (ui/extract.py)
+        return extract.show(chosen, load_model(chosen))
     uploads = sidebar_uploader()
     answering = conversation.answering
     # An answer keeps the settings it started with; changed ones apply once it has ended.
