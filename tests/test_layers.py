@@ -10,12 +10,13 @@ from pathlib import Path
 import qwenvl_agent
 
 ROOT = Path(qwenvl_agent.__file__).parent
-# Front ends (ui, server, eval, bench) → agent → tools (with voice and samples beside it) → vlm. The cli
-# starts the front ends, so it sits above them; the package's __init__ names everything public.
+# Front ends (ui, server, eval, bench) → agent (and extract beside it) → tools (with voice and samples beside
+# it) → vlm. The cli starts the front ends, so it sits above them; the package's __init__ names everything
+# public. Packages of one layer do not import each other.
 LAYERS = {
     "vlm": 0,
     "tools": 1, "voice": 1, "samples": 1,
-    "agent": 2,
+    "agent": 2, "extract": 2,
     "ui": 3, "server": 3, "eval": 3, "bench": 3,
     "cli": 4,
     "": 5,
