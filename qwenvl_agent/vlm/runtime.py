@@ -329,18 +329,7 @@ def _load_torch(model_ref: str, revision: str | None, path: Path, options: _Opti
     except (OSError, ValueError, KeyError) as exc:
         raise ModelNotAvailableError(f"Could not load a Qwen3-VL checkpoint from {path}: {exc}") from exc
     model.eval()
-    vision_cache, prefix_cache = VisionCache(options.vision_cache_mb), PrefixCache(options.prefix_cache_mb)
-    return VLMRuntime(
-        engine=TorchEngine(model, vision_cache, prefix_cache),
-        processor=processor,
-        model_id=model_ref,
-        revision=revision,
-        path=path,
-        gate=GenerationGate(max_waiting=options.max_waiting),
-        vision_cache=vision_cache,
-        prefix_cache=prefix_cache,
-        precision=options.dtype,
-    )
+    return _runtime(lambda caches: TorchEngine(model, *caches), processor, model_ref, revision, path, options)
 
 
 def _load_openvino(model_ref: str, revision: str | None, path: Path, options: _Options) -> VLMRuntime:
@@ -362,16 +351,28 @@ def _load_openvino(model_ref: str, revision: str | None, path: Path, options: _O
     weights = _ir_weights(ir_path, options.weights)
     model = load_openvino_model(ir_path, options.dtype, options.num_threads)
     threads = int(model.language_model.request.get_compiled_model().get_property("INFERENCE_NUM_THREADS"))
-    vision_cache, prefix_cache = VisionCache(options.vision_cache_mb), PrefixCache(options.prefix_cache_mb)
+    return _runtime(
+        lambda caches: OpenVINOEngine(model, *caches, weights), processor, model_ref, revision, ir_path, options,
+        num_threads=threads or None,  # as OpenVINO chose them where none were asked for
+    )
+
+
+def _runtime(
+    make_engine: Callable[[tuple[VisionCache, PrefixCache]], Any], processor: Any, model_ref: str,
+    revision: str | None, path: Path, options: _Options, num_threads: int | None = None,
+) -> VLMRuntime:
+    """A loaded model's runtime: its caches (sized by ``options``), the engine ``make_engine`` builds over
+    them, its gate, and the precision it computes in."""
+    caches = (VisionCache(options.vision_cache_mb), PrefixCache(options.prefix_cache_mb))
     return VLMRuntime(
-        engine=OpenVINOEngine(model, vision_cache, prefix_cache, weights),
+        engine=make_engine(caches),
         processor=processor,
         model_id=model_ref,
         revision=revision,
-        path=ir_path,
+        path=path,
         gate=GenerationGate(max_waiting=options.max_waiting),
-        vision_cache=vision_cache,
-        prefix_cache=prefix_cache,
+        vision_cache=caches[0],
+        prefix_cache=caches[1],
         precision=options.dtype,
-        num_threads=threads or None,  # as OpenVINO chose them where none were asked for
+        num_threads=num_threads,
     )
