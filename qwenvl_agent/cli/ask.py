@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..samples import SAMPLES
 from .options import backend_options, chat_model, model_options, status
+from .voice import add_ask_options, question_of, speak_answer
 
 
 def add_parser(commands) -> None:
@@ -16,16 +17,17 @@ def add_parser(commands) -> None:
     ask.add_argument("files", nargs="*", help="images (png, jpg, webp, …) or PDFs")
     ask.add_argument("--sample", action="append", default=[], choices=SAMPLES, metavar="NAME",
                      help=f"add a sample document drawn on the spot, after the files (may repeat): {', '.join(SAMPLES)}")
-    ask.add_argument("-q", "--question", required=True, help="what you want to know")
+    ask.add_argument("-q", "--question", help="what you want to know (or speak it: --audio FILE)")
     model_options(ask)
     ask.add_argument("--max-steps", type=int, default=8, help="most planner steps (default 8)")
     ask.add_argument("--json", action="store_true", help="print the result as JSON instead of the steps")
     backend_options(ask)
+    add_ask_options(ask)
     ask.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..agent import DocumentAssistant
+    from ..agent import Answer, DocumentAssistant
     from ..agent.api import new_thread_id
     from ..samples import sample
     from ..vlm import ChatQwenVL, QwenVLError
@@ -36,6 +38,9 @@ def run(args: argparse.Namespace) -> int:
     missing = [f for f in args.files if not Path(f).is_file()]
     if missing:
         print(f"error: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    if (args.question is None) == (args.audio is None):
+        print("error: give the question as text (-q) or spoken (--audio FILE), one of them", file=sys.stderr)
         return 2
     try:
         model = chat_model(args)
@@ -52,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
             label, content = sample(name)
             status(f"Adding the sample {label}")
             assistant.store(thread_id).add(content, name=label, progress=_page_progress(label))
+        question = question_of(args)
         if isinstance(model, ChatQwenVL):
             status(f"Loading {args.model} …")
             _ = model.runtime  # load before the run, so a missing model is reported as such
@@ -60,9 +66,14 @@ def run(args: argparse.Namespace) -> int:
         return 1
     assistant.store(thread_id).index.on_progress(_index_progress)
     printer = _JsonCollector() if args.json else _StepPrinter()
-    for event in assistant.stream(args.question, thread_id=thread_id):
+    answer = None
+    for event in assistant.stream(question, thread_id=thread_id):
         printer.show(event)
-    return printer.finish(assistant.store(thread_id))
+        answer = event.text if isinstance(event, Answer) else answer
+    code = printer.finish(assistant.store(thread_id))
+    if args.speak and answer:
+        code = speak_answer(args.speak, answer) or code
+    return code
 
 
 def _index_progress(done: int, total: int) -> None:

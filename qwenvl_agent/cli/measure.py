@@ -10,6 +10,7 @@ from pathlib import Path
 from ..vlm.openvino_export import WEIGHTS
 from ..vlm.runtime import DEFAULT_MODEL
 from .options import backend_options, chat_model, model_options, status
+from .voice import add_bench_options
 
 
 def add_download_parser(commands) -> None:
@@ -42,6 +43,7 @@ def add_bench_parser(commands) -> None:
     bench.add_argument("--pipelines", nargs="+", choices=("naive", "torch", "openvino-int8", "openvino-int4"))
     bench.add_argument("--no-agent", action="store_true", help="skip the realistic agent question")
     bench.add_argument("--output", default="docs/PERFORMANCE.md", help="where to write the report")
+    add_bench_options(bench)
     bench.set_defaults(run=run_bench)
 
 
@@ -99,5 +101,6 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_bench(args: argparse.Namespace) -> int:
     from ..bench.main import run_bench as bench
 
-    results = bench(quick=args.quick, pipelines=args.pipelines, agent=not args.no_agent, output=Path(args.output))
+    results = bench(quick=args.quick, pipelines=args.pipelines, agent=not args.no_agent, output=Path(args.output),
+                    voice=not args.no_voice, asr_model=args.asr_model)
     return 1 if any("error" in value for value in results.values()) else 0

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .options import backend_options, model_options
+from .voice import add_serve_options, add_ui_options, page_arguments
 
 
 def add_ui_parser(commands) -> None:
@@ -20,6 +21,7 @@ def add_ui_parser(commands) -> None:
     ui.add_argument("--lock-settings", action="store_true",
                     help="users of the page cannot change the model or the heavy settings (the default off this machine)")
     backend_options(ui)
+    add_ui_options(ui)
     ui.set_defaults(run=run_ui)
 
 
@@ -42,6 +44,7 @@ def add_serve_parser(commands) -> None:
     serve.add_argument("--max-image-pixels", type=int, default=40_000_000)
     serve.add_argument("--max-pdf-pages", type=int, default=20)
     serve.add_argument("--max-tokens", type=int, default=2048, help="largest max_tokens a request may ask for")
+    add_serve_options(serve)
     serve.set_defaults(run=run_serve)
 
 
@@ -67,6 +70,7 @@ def run_ui(args: argparse.Namespace) -> int:
         "--ocr-engine", args.ocr_engine,
         "--backend", args.backend,
         "--max-steps", str(args.max_steps),
+        *page_arguments(args),
     ]
     if args.base_url:
         command += ["--base-url", args.base_url]
@@ -96,6 +100,7 @@ def run_serve(args: argparse.Namespace) -> int:
         max_pdf_pages=args.max_pdf_pages, max_tokens=args.max_tokens, max_waiting=args.max_waiting,
         ocr_engine=args.ocr_engine, max_new_tokens=args.max_new_tokens, max_image_tokens=args.max_image_tokens,
         allowed_hosts=tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip()),
+        asr_model=args.asr_model, max_audio_seconds=args.max_audio_seconds,
     )
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"warning: serving on {args.host} without --api-key: anyone who can reach it can use it.", file=sys.stderr)

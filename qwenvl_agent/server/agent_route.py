@@ -18,6 +18,7 @@ from qwenvl_agent.agent import DocumentAssistant, event_to_dict
 from qwenvl_agent.vlm import ChatQwenVL, ImageInputError, PixelLimitError, QwenVLError
 
 from .admission import Admission
+from .audio import Voice, audio_bytes
 from .loading import ModelLoader
 from .openai_format import RequestError
 from .schemas import SSE, AgentRequest, error_responses
@@ -26,18 +27,23 @@ from .sse import DONE, releasing, sse
 
 
 def add_agent_route(app: FastAPI, llm: ChatQwenVL, assistant: DocumentAssistant, settings: ServerSettings,
-                    loader: ModelLoader, admission: Admission) -> None:
+                    loader: ModelLoader, admission: Admission, voice: Voice) -> None:
     conversations = Conversations(assistant)
 
     @app.post("/v1/agent", response_model=None,
               responses={200: {"content": SSE, "description": "The agent's typed events; the first, Thread, carries thread_id"},
                          **error_responses(400, 401, 404, 413, 415, 503)})
     async def agent(request: Request, body: AgentRequest):
-        question = body.question.strip()
         owner = _owner(request, settings)
         if body.thread_id is not None:
             conversations.check(body.thread_id, owner)
         loader.require()
+        heard = None
+        if body.audio is not None:  # a spoken question: transcribed before it queues for the vision model
+            heard = await voice.transcribe(audio_bytes(body.audio), body.language, "audio")
+            if not heard.text.strip():
+                raise RequestError("audio: no words were heard in the recording.", "audio", code="invalid_audio")
+        question = heard.text.strip() if heard else body.question.strip()
         files = await asyncio.to_thread(_files, {"images": body.images, "files": body.files}, settings)
         llm.runtime.gate.refuse_when_full()
         release = admission.enter()
@@ -50,7 +56,7 @@ def add_agent_route(app: FastAPI, llm: ChatQwenVL, assistant: DocumentAssistant,
         except (QwenVLError, ValueError) as exc:
             release()
             raise RequestError(str(exc), "files" if body.files else "images") from exc
-        events = releasing(_sse_events(thread_id, assistant.astream(question, thread_id=thread_id)), release)
+        events = releasing(_sse_events(thread_id, assistant.astream(question, thread_id=thread_id), heard), release)
         return StreamingResponse(events, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Thread-Id": thread_id})
 
@@ -90,8 +96,10 @@ def _owner(request: Request, settings: ServerSettings) -> str:
     return hashlib.sha256(request.headers.get("authorization", "").encode()).hexdigest()
 
 
-async def _sse_events(thread_id: str, events: AsyncIterator) -> AsyncIterator[str]:
+async def _sse_events(thread_id: str, events: AsyncIterator, heard=None) -> AsyncIterator[str]:
     yield sse({"event": "Thread", "thread_id": thread_id})
+    if heard is not None:  # the question as it was heard, before anything is answered
+        yield sse({"event": "Transcript", "text": heard.text, "language": heard.language, "seconds": heard.seconds})
     async for event in events:
         yield sse(event_to_dict(event))
     yield DONE

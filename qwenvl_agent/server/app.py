@@ -1,8 +1,9 @@
 """``qwenvl serve``: the local model behind an OpenAI-compatible API, and the agent as a stream of events.
 
 Routes: ``POST /v1/chat/completions`` (streamed or not; images as data URLs, tools, structured output),
-``POST /v1/agent`` (a question with images or PDFs in, the agent's typed events out as server-sent
-events), ``GET /v1/models``, ``GET /health``. Every route but ``/health`` asks for the API key when one
+``POST /v1/agent`` (a question, typed or spoken, with images or PDFs in, the agent's typed events out as
+server-sent events), ``POST /v1/audio/transcriptions`` and ``POST /v1/audio/speech`` (speech in and out,
+beside the model: audio.py), ``GET /v1/models``, ``GET /health``. Every route but ``/health`` asks for the API key when one
 is set. Requests are bounded (body size, images, pixels, PDF pages, ``max_tokens``); the model runs one
 generation at a time with a short queue, and a request past it gets ``503`` with ``Retry-After`` at once.
 A client that goes away stops its generation.
@@ -33,6 +34,7 @@ from qwenvl_agent.vlm import ChatQwenVL
 
 from .admission import Admission
 from .agent_route import add_agent_route
+from .audio import Voice, audio_routes
 from .errors import RETRY_AFTER_SECONDS, add_error_handlers
 from .guard import LOCAL_HOSTS, Guard
 from .loading import ModelLoader, add_health_route
@@ -79,7 +81,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
     add_error_handlers(app)
     add_health_route(app, llm, settings, loader)
     add_openai_routes(app, llm, settings, loader, admission)
-    add_agent_route(app, llm, assistant, settings, loader, admission)
+    voice = Voice(settings, Admission(1 + settings.max_waiting))  # speech queues apart from the vision model
+    app.include_router(audio_routes(voice))
+    add_agent_route(app, llm, assistant, settings, loader, admission, voice)
     return app
 
 

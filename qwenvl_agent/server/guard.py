@@ -6,6 +6,7 @@ import secrets
 
 from fastapi.responses import JSONResponse
 
+from .audio import FORM_PATHS
 from .openai_format import error_body
 from .settings import ServerSettings
 
@@ -15,7 +16,7 @@ LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 class Guard:
     """What is checked before any route runs, as a plain ASGI middleware: the ``Host`` header (against DNS
     rebinding), the API key (every route but ``/health`` and the schema), ``Content-Type: application/json``
-    on a body, and the body's size, by its declared length or as it arrives (413). The body is read here, up
+    on a body (``multipart/form-data`` on the routes of ``FORM_PATHS``), and the body's size, by its declared length or as it arrives (413). The body is read here, up
     to the limit, and handed on; after it the request's receive channel is left as it is, so a client's
     disconnect is seen."""
 
@@ -71,9 +72,11 @@ class Guard:
             return too_large(self.max_bytes)
         has_body = (declared.isdigit() and int(declared) > 0) or b"transfer-encoding" in headers
         content_type = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
-        if scope["method"] in ("POST", "PUT", "PATCH") and (has_body or content_type) and content_type != "application/json":
+        wanted = "multipart/form-data" if scope["path"] in FORM_PATHS else "application/json"
+        if scope["method"] in ("POST", "PUT", "PATCH") and (has_body or content_type) and content_type != wanted:
+            what = "JSON" if wanted == "application/json" else "a form (multipart/form-data)"
             return JSONResponse(
-                error_body("The request body must be JSON, sent with Content-Type: application/json.",
+                error_body(f"The request body must be {what}, sent with Content-Type: {wanted}.",
                            code="unsupported_media_type"), status_code=415)
         return None
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qwenvl_agent.agent.api import DEFAULT_IDLE_SECONDS, DEFAULT_MAX_CONVERSATIONS
+from qwenvl_agent.voice.audio import DEFAULT_MAX_SECONDS
+from qwenvl_agent.voice.recognize import DEFAULT_ASR_MODEL
 
 
 @dataclass
@@ -31,6 +33,8 @@ class ServerSettings:
     max_image_tokens: int | None = None  # visual tokens per image at most; None: the model's default
     host: str = "127.0.0.1"  # the address served: a Host header naming it is accepted
     allowed_hosts: tuple[str, ...] = ()  # more Host names to accept; "*": any
+    asr_model: str = DEFAULT_ASR_MODEL  # speech recognition: a faster-whisper hub id or folder
+    max_audio_seconds: float = DEFAULT_MAX_SECONDS  # the longest audio a request may send
 
     def keys(self) -> list[str]:
         """The API keys (``api_key`` may list several, comma-separated)."""

@@ -13,7 +13,7 @@ import logging
 
 import streamlit as st
 
-from qwenvl_agent.ui import extract, render, state
+from qwenvl_agent.ui import extract, render, state, voice
 from qwenvl_agent.ui.chat import ask, follow_answer, question_placeholder
 from qwenvl_agent.ui.documents import add_sidebar_files, show_gallery, show_index_progress, sidebar_uploader
 from qwenvl_agent.ui.model import busy_note, load_model
@@ -30,6 +30,7 @@ def main() -> None:
     chosen = sidebar_settings(state.launch_settings())
     if extracting:  # the Extract mode: a page of its own (ui/extract.py)
         return extract.show(chosen, load_model(chosen))
+    voice.sidebar()
     uploads = sidebar_uploader()
     answering = conversation.answering
     # An answer keeps the settings it started with; changed ones apply once it has ended.
@@ -52,8 +53,10 @@ def main() -> None:
 
     for turn in conversation.turns:
         if answering is None or turn is not answering.reply:
-            render.show_turn(turn)
+            with render.show_turn(turn):
+                voice.read_aloud(turn, latest=turn is conversation.turns[-1])
 
+    spoken = voice.spoken_question(enabled=runtime is not None and answering is None)
     prompt = st.chat_input(
         question_placeholder(runtime, answering),
         key="question",
@@ -70,6 +73,8 @@ def main() -> None:
     elif prompt and runtime is not None:
         ask(conversation, runtime, prompt.text, prompt.files)
         show_gallery(conversation, gallery)  # with the files that came with the question
+    elif spoken and runtime is not None:
+        ask(conversation, runtime, spoken.text, [], note=spoken.note)
 
 
 try:

@@ -23,13 +23,15 @@ def question_placeholder(runtime: Any, answering: Answering | None) -> str:
     return "Ask about your images or PDFs"
 
 
-def ask(conversation: state.Conversation, runtime: VLMRuntime, text: str, files: list[Any]) -> None:
-    question = Turn("user", text.strip())
+def ask(conversation: state.Conversation, runtime: VLMRuntime, text: str, files: list[Any], note: str = "") -> None:
+    question = Turn("user", text.strip(), notes=[note] if note else [])  # note: how it was asked (by voice)
     conversation.turns.append(question)
     errors: list[str] = []
     with st.chat_message("user"):
         if question.text:
             st.markdown(render.escape_markdown(question.text))
+        for line in question.notes:
+            st.caption(line)
         ids, conversation.unshown_ids = conversation.unshown_ids, []
         for file in files:
             try:

@@ -1,6 +1,7 @@
 """The model runtime: load Qwen3-VL on the CPU, bound image tokens, generate, and ChatQwenVL over it."""
 
 from .chat_model import ChatQwenVL
+from .constrain import ConstraintError
 from .errors import (
     BusyError,
     EngineError,
@@ -26,6 +27,7 @@ __all__ = [
     "EngineError",
     "EngineFallbackWarning",
     "ChatQwenVL",
+    "ConstraintError",
     "GenerationCancelled",
     "GenerationError",
     "GenerationTimeout",

@@ -8,6 +8,7 @@ reading ~4 GB); each shows progress.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -15,6 +16,7 @@ import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, Callable
 
 from . import registry
@@ -56,7 +58,7 @@ class VLMRuntime:
     gate: GenerationGate
     vision_cache: VisionCache = field(default_factory=VisionCache)
     prefix_cache: PrefixCache = field(default_factory=PrefixCache)
-    # Each hook gets the prompt length and may return a logits processor (used by vlm.testing).
+    # The engines' extension point for steering replies; see ``logits_hook``.
     logits_hooks: list[Callable[[int], Any]] = field(default_factory=list)
     # Threads the engine computes with; fixed once the model is loaded.
     num_threads: int | None = None
@@ -143,6 +145,25 @@ class VLMRuntime:
             [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}], tokenize=False, add_generation_prompt=True
         )
         return prompt.rstrip().endswith("<think>")
+
+    @contextlib.contextmanager
+    def logits_hook(self, hook: Callable[[int], Any]) -> Iterator[None]:
+        """Within the block, every generation of this model asks ``hook(prompt_length)`` for a logits
+        processor (transformers' protocol: ``processor(input_ids, scores) -> scores``, ``input_ids`` the
+        prompt and the reply so far) and runs it at each decode step, after the grammar's mask and before
+        the sampling warpers; ``None`` adds nothing to that generation. Both engines honour it.
+
+        This is how replies are forced: ``vlm.testing.scripted_replies`` (tests) and the benchmark (replies
+        of set lengths through the real model) use it. A processor that forces a known token sequence can
+        also have ``upcoming(step, count) -> list[int]`` (the tokens it forces at reply positions ``step``
+        onwards): jump-forward then feeds what it and the grammar agree on in one pass, and where the grammar
+        would refuse a forced token the grammar steps aside for the rest of that reply.
+        Hooks live in ``logits_hooks``, in the order they were added."""
+        self.logits_hooks.append(hook)
+        try:
+            yield
+        finally:
+            self.logits_hooks.remove(hook)
 
     def stream(self, prompt, settings):
         """Yield the reply as it is generated; see ``generation.stream``."""
