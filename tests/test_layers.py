@@ -39,9 +39,14 @@ def modules() -> dict[str, tuple[Path, bool]]:
 
 
 def imports(name: str, path: Path, is_package: bool, known: dict) -> set[str]:
-    """The package's modules that ``name`` imports, anywhere in it (``from . import x`` is module ``x``)."""
+    """The package's modules that ``name`` imports, anywhere in it (``from . import x`` is module ``x``) but under
+    ``if TYPE_CHECKING:``."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):  # imports for type checkers only run no code: they are no edge
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+            node.body = []
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -128,9 +133,10 @@ def test_the_checks_see_a_wrong_import_and_a_circle(tmp_path, monkeypatch):
     (package / "tools" / "b.py").write_text("from ..vlm import a\n")
     (package / "tools" / "c.py").write_text("from . import d\n")
     (package / "tools" / "d.py").write_text("from .c import x\n")
+    (package / "tools" / "e.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .c import x\n")
     monkeypatch.setattr(sys.modules[__name__], "ROOT", package)
     edges = graph()
-    assert edges["qwenvl_agent.vlm.a"] == {"qwenvl_agent.tools.b"}
+    assert edges["qwenvl_agent.vlm.a"] == {"qwenvl_agent.tools.b"} and edges["qwenvl_agent.tools.e"] == set()
     assert edges["qwenvl_agent.tools.c"] == {"qwenvl_agent.tools.d"} and edges["qwenvl_agent.tools.d"] == {"qwenvl_agent.tools.c"}
     assert wrong_imports(edges) == ["qwenvl_agent.vlm.a imports qwenvl_agent.tools.b"]
     assert circles(edges) == ["qwenvl_agent.tools.b -> qwenvl_agent.vlm.a -> qwenvl_agent.tools.b",
