@@ -40,7 +40,7 @@ class ModelLoader:
             self.error = str(exc) if isinstance(exc, QwenVLError) else f"{type(exc).__name__}: {exc}"
             self.status = "error"
             return
-        log.info("Model %s is ready (engine %s, %s).", self.llm.model, runtime.engine_name, runtime.dtype)
+        log.info("Model %s is ready (engine %s, %s).", self.llm.model, runtime.engine_name, runtime.weights)
         self.status = "ok"
 
     def require(self) -> None:
