@@ -320,3 +320,15 @@ def test_a_planners_bare_json_call_is_a_step_and_never_answer_text(tiny_model, m
     (turn,) = [m for m in prompts[-1].messages if m["role"] == "assistant"]
     assert [c["function"]["name"] for c in turn["tool_calls"]] == ["ocr_image"]
     assert "ocr_image" not in json.dumps(turn["content"])
+
+
+def test_the_calls_of_one_turn_run_in_the_order_the_planner_wrote_them(tiny_runtime, vlm):
+    # LangGraph starts the calls of a turn at once; the tools must still use the model in the planner's order.
+    images = [draw_text_image(f"page {n}") for n in range(1, 5)]
+    calls = [call("ocr_image", image_id=f"img-{n}") for n in range(1, 5)]
+    assistant, _ = assistant_with(vlm, [calls, "Done."], loop=True)
+    for _ in range(3):
+        with scripted_replies(tiny_runtime, [f"text of img-{n}" for n in range(1, 5)]) as left:
+            answer = assistant.ask("Read all four.", images)
+        assert left == []
+        assert [(s.args["image_id"], s.output) for s in answer.steps] == [(f"img-{n}", f"text of img-{n}") for n in range(1, 5)]

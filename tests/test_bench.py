@@ -39,9 +39,10 @@ def test_the_agent_scenario_runs_end_to_end_with_realistic_replies(tiny_model):
     assert not any(step["is_error"] for step in result["steps"])
     assert result["answer"] == scripted_texts()[-1]
     steps = [call["step"] for call in result["generations"]]
-    assert steps == ["planner: call ocr_image", "ocr_image", "planner: call read_chart", "read_chart", "planner: answer"]
+    # Two planner calls: both tools in the first turn, then the answer.
+    assert steps == ["planner: call ocr_image and read_chart", "ocr_image", "read_chart", "planner: answer"]
     planner = [call for call in result["generations"] if call["step"].startswith("planner")]
-    assert planner[1]["reused_tokens"] > 0 and planner[2]["reused_tokens"] > planner[1]["reused_tokens"]
+    assert planner[1]["reused_tokens"] > 0
 
 
 def test_the_report_gives_ratios_to_the_naive_pipeline():

@@ -3,7 +3,9 @@ and a bound on the number of steps."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -99,6 +101,54 @@ class ReturnBrokenCalls(AgentMiddleware):
         return self.after_model(state, runtime)
 
 
+class CallsInOrder(AgentMiddleware):
+    """The calls of one planner turn run one after another, in the order the planner wrote them. LangGraph
+    starts them all at once; the tools share one model, and a reply read with the second call's image but
+    meant for the first would be wrong (the bench and the tests script the replies in that order)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._turn = threading.Condition()
+        self._done: dict[tuple[str, ...], int] = {}  # calls of each turn that have run
+
+    def wrap_tool_call(self, request, handler):
+        turn, index = _place(request.state, request.tool_call.get("id"))
+        with self._turn:
+            self._turn.wait_for(lambda: self._done.get(turn, 0) >= index)
+        try:
+            return handler(request)
+        finally:
+            self._finish(turn, index)
+
+    async def awrap_tool_call(self, request, handler):
+        turn, index = _place(request.state, request.tool_call.get("id"))
+        while self._done.get(turn, 0) < index:
+            await asyncio.sleep(0.01)
+        try:
+            return await handler(request)
+        finally:
+            self._finish(turn, index)
+
+    def _finish(self, turn: tuple[str, ...], index: int) -> None:
+        with self._turn:
+            self._done[turn] = index + 1
+            if self._done[turn] >= len(turn):
+                del self._done[turn]
+            self._turn.notify_all()
+
+
+def _place(state: Any, call_id: str | None) -> tuple[tuple[str, ...], int]:
+    """The ids of the calls of the planner turn that made ``call_id``, and its place among them."""
+    messages = state.get("messages", []) if isinstance(state, dict) else getattr(state, "messages", [])
+    for message in reversed(messages):
+        if isinstance(message, AIMessage) and message.tool_calls:
+            ids = tuple(str(call.get("id")) for call in message.tool_calls)
+            if str(call_id) in ids:
+                return ids, ids.index(str(call_id))
+            break
+    return (str(call_id),), 0
+
+
 def _problem(call: dict[str, Any]) -> str:
     """What is wrong with a broken call. A streamed call loses its parser's message on the way (LangChain
     rebuilds it from the chunks), so it is read again."""
@@ -152,6 +202,6 @@ def build_agent(
         model,
         list(tools),
         system_prompt=system_prompt,
-        middleware=[StepLimit(max_steps), ReturnBrokenCalls()],
+        middleware=[StepLimit(max_steps), ReturnBrokenCalls(), CallsInOrder()],
         checkpointer=checkpointer,
     )

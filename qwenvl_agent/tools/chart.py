@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from .base import ImageTool
-from .chart_data import CHART_JSON_INSTRUCTIONS, ChartParseError, parse_chart_json
+from .chart_data import CHART_INSTRUCTIONS, ChartParseError, parse_chart_json
 
 
 class ChartArgs(BaseModel):
@@ -24,7 +24,7 @@ class ChartTool(ImageTool):
 
     def _use(self, image_id: str, question: str | None = None):
         image = self.store.get(image_id)
-        instruction = "Read this chart. " + CHART_JSON_INSTRUCTIONS
+        instruction = "Read this chart. " + CHART_INSTRUCTIONS
         if question:
             instruction += f"\nQuestion: {question}"
         reply = self.look(image, instruction)

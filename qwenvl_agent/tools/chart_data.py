@@ -1,8 +1,9 @@
 """What a chart says, as data: the result model of chart reading and a tolerant parser for it.
 
-A 2B model asked for chart JSON writes something close to it: fenced or surrounded by prose, with
-single quotes, trailing commas, Python literals, numbers such as "1.2M" or "$4.50", other key names,
-or cut off at the token limit. ``parse_chart_json`` accepts all of these; ``ChartData`` coerces the
+The chart prompt asks for the compact form (``chart_compact``: key lines and a ``|`` table). A 2B model may
+write JSON instead, or something close to it: fenced or surrounded by prose, with single quotes, trailing
+commas, Python literals, numbers such as "1.2M" or "$4.50", other key names, or cut off at the token limit.
+``parse_chart_json`` accepts both forms and all of these; ``ChartData`` coerces the
 values, so ``ChartData.model_validate`` is equally forgiving of structured output from any model.
 
 Length rule: every series and the category list are padded to the longest of them, with ``None``
@@ -16,23 +17,11 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError, field_validator, model_validator
 
+from .chart_compact import CHART_INSTRUCTIONS, chart_text, looks_compact, parse_compact
 from .chart_json import json_candidates, load_json
 from .chart_values import format_number, to_number, to_text
 
-__all__ = ["CHART_JSON_INSTRUCTIONS", "ChartData", "ChartParseError", "ChartSeries", "parse_chart_json"]
-
-CHART_JSON_INSTRUCTIONS = """\
-Reply with one JSON object and nothing else, like this:
-{"chart_type": "bar", "title": "Sales by year", "x_axis": "Year", "y_axis": "Sales (USD)",
- "categories": ["2021", "2022", "2023"],
- "series": [{"name": "Online", "values": [120, 135.5, null]}, {"name": "Store", "values": [80, 75, 90]}],
- "answer": null}
-Rules:
-- chart_type: bar, line, pie, scatter, area or other.
-- categories: the labels along the x axis (for a pie chart: the slice labels), left to right.
-- series: one per legend entry (one if there is no legend), values in the same order as categories.
-- values are plain numbers: 1200000, not "1.2M"; 33.3, not "33.3%". Use null for a value you cannot read.
-- answer: a short answer to the question, if there is one; otherwise null."""
+__all__ = ["CHART_INSTRUCTIONS", "ChartData", "ChartParseError", "ChartSeries", "chart_text", "parse_chart_json"]
 
 MAX_QUOTED_CHARS = 200
 
@@ -153,7 +142,11 @@ class ChartData(BaseModel):
 
 
 def parse_chart_json(text: str) -> ChartData:
-    """The chart in a model's reply; ``ChartParseError`` if the reply holds no usable chart JSON."""
+    """The chart in a model's reply, in the compact form or as JSON; ``ChartParseError`` if it holds neither."""
+    if looks_compact(text):
+        fields = parse_compact(text)
+        if fields is not None:
+            return ChartData.model_validate(fields)
     for candidate, whole in json_candidates(text):
         parsed, repaired = load_json(candidate)
         if parsed is None or (not whole and not _looks_like_chart(parsed)):
@@ -168,7 +161,8 @@ def parse_chart_json(text: str) -> ChartData:
             return chart
     quoted = text.strip()[:MAX_QUOTED_CHARS]
     raise ChartParseError(
-        "The model's reply was not chart JSON (an object with \"categories\" and \"series\"). "
+        "The model's reply was not chart JSON (an object with \"categories\" and \"series\") nor a chart table "
+        "(\"type:\" lines over a table of values). "
         f"It began: {quoted!r}"
     )
 
