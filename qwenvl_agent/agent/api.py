@@ -19,14 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage, ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
-from qwenvl_agent.tools import DEFAULT_OCR_ENGINE, OCR_ENGINES, ImageStore
+from qwenvl_agent.tools import DEFAULT_OCR_ENGINE, OCR_ENGINES, ImageStore, make_tools
 from qwenvl_agent.vlm.bridge import WorkerRun
 from qwenvl_agent.vlm.cancel import CancelSignal, scoped_context
 from qwenvl_agent.vlm.cancel import current as current_cancel
 from qwenvl_agent.vlm.errors import QwenVLError
+from qwenvl_agent.vlm.registry import loaded_runtimes
 
 from .backends import planner_model
 from .events import Answer, AnswerToken, Error, Event, Step, StepStarted, ToolCall, ToolResult
@@ -77,6 +78,10 @@ class DocumentAssistant:
     Conversations are bounded: at most ``max_conversations`` are kept (the least recently used one is let go
     first), and one unused for ``idle_seconds`` is let go when a new one starts; a conversation with a run under
     way is never let go. ``None`` lifts a bound.
+
+    ``warm_prefix`` (default on): the planner's system prompt and tool schemas are prefilled once and kept (in
+    memory and in the cache folder, see ``warm``), so the first planner call of a question prefills only the
+    question: when the assistant is built if the planner's model is loaded by then, else at the first question.
     """
 
     def __init__(
@@ -97,6 +102,7 @@ class DocumentAssistant:
         max_conversations: int | None = DEFAULT_MAX_CONVERSATIONS,
         idle_seconds: float | None = DEFAULT_IDLE_SECONDS,
         index_pages: bool = True,
+        warm_prefix: bool = True,
     ):
         if ocr_engine not in OCR_ENGINES:
             raise ValueError(f"ocr_engine must be one of {', '.join(OCR_ENGINES)}; got {ocr_engine!r}.")
@@ -117,6 +123,27 @@ class DocumentAssistant:
         self._checkpointer = InMemorySaver()
         self._conversations: dict[str, _Conversation] = {}
         self._lock = threading.Lock()
+        self.warm_prefix = warm_prefix
+        if warm_prefix and _is_loaded(model):
+            self._warm_quietly()
+
+    def warm(self) -> Any:
+        """Have the planner's prompt prefix (the system prompt and the tool schemas) ready now: kept in memory,
+        read from the cache folder, or computed (and saved there). Loads the planner's model. Returns what was
+        done (a ``WarmPrefix``), or None for a planner that keeps no prefix (a remote server, a ChatQwenVL with
+        ``reuse_prefix=False``)."""
+        warm = getattr(self.model, "warm_prefix", None)
+        if warm is None:
+            return None
+        tools = make_tools(self.vlm, ImageStore(index_pages=False), ocr_engine=self.ocr_engine, **self.tool_budgets)
+        return warm([SystemMessage(content=self.system_prompt)], tools)
+
+    def _warm_quietly(self) -> None:
+        """``warm``, for a run about to start: a failure here is the run's to report (it meets it too)."""
+        try:
+            self.warm()
+        except Exception as exc:  # noqa: BLE001 - the run that follows reports what is wrong
+            log.info("The planner's prompt prefix was not prepared: %s", exc)
 
     def has_conversation(self, thread_id: str) -> bool:
         """Whether conversation ``thread_id`` is still kept (not yet let go for being idle or past the count)."""
@@ -159,6 +186,8 @@ class DocumentAssistant:
                 return
             try:
                 yield StepStarted(1)
+                if self.warm_prefix:
+                    context.run(self._warm_quietly)  # at once when it is held; once per process when not
                 updates = context.run(conversation.graph.stream, inputs, config, stream_mode=_STREAM_MODES)
                 try:
                     while (item := context.run(next, updates, None)) is not None:
@@ -327,6 +356,12 @@ class _EventBuilder:
         text = last.text if isinstance(last, AIMessage) else ""
         stopped = bool(isinstance(last, AIMessage) and last.response_metadata.get("stopped_early"))
         return Answer(text.strip(), list(self.steps), stopped_early=stopped)
+
+
+def _is_loaded(model: Any) -> bool:
+    """Whether ``model`` is a local model whose weights are already loaded (warming it would not load them)."""
+    name = getattr(model, "model", None)
+    return hasattr(model, "warm_prefix") and any(runtime.model_id == str(name) for runtime in loaded_runtimes())
 
 
 def _check_bound(name: str, value: Any, whole: bool) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import GenerationCancelled
 from .openvino_export import cache_root
 
 log = logging.getLogger(__name__)
@@ -97,13 +98,19 @@ def _compute(runtime: Any, tokens: list[int]) -> None:
     their KV state. The engine is driven directly: no test's or bench's forced reply is spent on it."""
     import torch
 
-    from .generation import GenerationSettings, StepTimes
+    from . import cancel
+    from .generation import GenerationSettings, StepTimes, Stopped
 
     ids = torch.tensor([tokens], dtype=torch.long)
     inputs = {"input_ids": ids.to(runtime.engine.device), "attention_mask": torch.ones_like(ids)}
     settings = GenerationSettings(max_new_tokens=1, cache_images=False, reuse_prefix=True)
-    with runtime.gate.hold(), torch.inference_mode():
-        runtime.engine.generate(inputs, [], settings, {"max_new_tokens": 1, "do_sample": False}, StepTimes())
+    stop = cancel.current()  # a run stopped while its prefix is prepared stops this too
+    kwargs = {"max_new_tokens": 1, "do_sample": False}
+    with runtime.gate.hold(None, stop), torch.inference_mode():
+        try:
+            runtime.engine.generate(inputs, [], settings, kwargs, StepTimes(), lambda: stop is not None and stop.is_set())
+        except Stopped as exc:
+            raise GenerationCancelled("Stopped while the prompt prefix was being prepared.") from exc
 
 
 def _prune(folder: Path) -> None:
