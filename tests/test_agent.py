@@ -332,3 +332,37 @@ def test_the_calls_of_one_turn_run_in_the_order_the_planner_wrote_them(tiny_runt
             answer = assistant.ask("Read all four.", images)
         assert left == []
         assert [(s.args["image_id"], s.output) for s in answer.steps] == [(f"img-{n}", f"text of img-{n}") for n in range(1, 5)]
+
+
+def test_the_answer_streams_while_the_planner_writes_it_and_reports_its_first_token(tiny_model):
+    from slow_replies import slow_replies, story
+
+    llm = ChatQwenVL(model=tiny_model, max_tokens=200)
+    assistant = DocumentAssistant(llm, ocr_engine="rapidocr")
+    text = story(12)
+    arrivals = []
+    with slow_replies(llm.runtime, [text], seconds_per_token=0.02) as left:
+        for event in assistant.stream("Tell me a story.", [draw_invoice()]):
+            arrivals.append((time.perf_counter(), event))
+    assert left == []
+    tokens = [(at, event) for at, event in arrivals if isinstance(event, AnswerToken)]
+    answered_at, answer = arrivals[-1]
+    assert isinstance(answer, Answer) and answer.text == text
+    first_at, first = tokens[0]
+    assert text.startswith(first.text) and len(first.text) < len(text) // 4  # a piece, not the whole answer
+    assert answered_at - first_at > 0.5  # the reply was still being written (over a second of tokens)
+    assert 0 < answer.first_token_seconds < answer.seconds - 0.5
+    with scripted_replies(llm.runtime, ["Short answer."]):
+        result = assistant.ask("Again?", [draw_invoice()])
+    assert result.answer == "Short answer." and 0 < result.first_token_seconds <= result.seconds
+
+
+def test_the_cli_shows_the_planners_text_as_it_comes_and_the_answer_on_stdout(capsys):
+    from qwenvl_agent.cli import _StepPrinter
+
+    printer = _StepPrinter()
+    for event in [StepStarted(1), AnswerToken("The total", 1), AnswerToken(" is 1,500.00.", 1), Answer("The total is 1,500.00.")]:
+        printer.show(event)
+    out, err = capsys.readouterr()
+    assert "  The total is 1,500.00.\n" in err and err.index("[step 1]") < err.index("The total")
+    assert out == "\nAnswer: The total is 1,500.00.\n"

@@ -53,6 +53,8 @@ class AgentResult:
     store: ImageStore
     thread_id: str
     stopped_early: bool = False
+    seconds: float | None = None  # the whole run
+    first_token_seconds: float | None = None  # from the question to the answer's first streamed token
 
 
 @dataclass
@@ -230,13 +232,15 @@ class DocumentAssistant:
             if isinstance(event, Error):
                 raise AgentError(event.message)
             if isinstance(event, Answer):
-                return AgentResult(event.text, event.steps, self.store(thread_id), thread_id, event.stopped_early)
+                return AgentResult(event.text, event.steps, self.store(thread_id), thread_id, event.stopped_early,
+                                   event.seconds, event.first_token_seconds)
         raise AgentError("The agent ended without an answer.")
 
     def _begin(self, question: str, images: Iterable[Any], thread_id: str | None):
         """Check the question, add the images, and return what a run needs, or the ``Error`` that stops it."""
         if not question or not question.strip():
             return Error("The question is empty: type what you want to know about the images.")
+        started = time.perf_counter()
         thread_id = thread_id or new_thread_id()
         conversation = self._conversation(thread_id, run=True)  # the caller calls _finish when the run ends
         try:
@@ -246,7 +250,7 @@ class DocumentAssistant:
             return Error(str(exc))
         message = HumanMessage(content=_question_text(question.strip(), conversation.store))
         config = {"configurable": {"thread_id": thread_id}, "recursion_limit": 4 * self.max_steps + 10}
-        return conversation, {"messages": [message]}, config, _EventBuilder(conversation.store)
+        return conversation, {"messages": [message]}, config, _EventBuilder(conversation.store, started)
 
     def _conversation(self, thread_id: str, run: bool = False) -> _Conversation:
         with self._lock:
@@ -291,8 +295,10 @@ class DocumentAssistant:
 class _EventBuilder:
     """Turns LangGraph's ``updates``/``messages`` stream into the typed events."""
 
-    def __init__(self, store: ImageStore):
+    def __init__(self, store: ImageStore, started: float | None = None):
         self.store = store
+        self.run_started = time.perf_counter() if started is None else started
+        self.first_text: dict[int, float] = {}  # when each step's first text token came
         self.step = 1
         self.steps: list[Step] = []
         self.started: dict[str, float] = {}
@@ -303,6 +309,7 @@ class _EventBuilder:
         if mode == "messages":
             message, metadata = chunk
             if isinstance(message, AIMessageChunk) and metadata.get("langgraph_node") == "model" and message.text:
+                self.first_text.setdefault(self.step, time.perf_counter())
                 return [AnswerToken(message.text, self.step)]
             return []
         events: list[Event] = []
@@ -355,7 +362,14 @@ class _EventBuilder:
         last = messages[-1] if messages else None
         text = last.text if isinstance(last, AIMessage) else ""
         stopped = bool(isinstance(last, AIMessage) and last.response_metadata.get("stopped_early"))
-        return Answer(text.strip(), list(self.steps), stopped_early=stopped)
+        first = None if stopped else self.first_text.get(self.step)
+        return Answer(
+            text.strip(),
+            list(self.steps),
+            stopped_early=stopped,
+            seconds=round(time.perf_counter() - self.run_started, 3),
+            first_token_seconds=None if first is None else round(first - self.run_started, 3),
+        )
 
 
 def _is_loaded(model: Any) -> bool:
