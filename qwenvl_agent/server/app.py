@@ -187,6 +187,7 @@ class _ModelLoader:
         self.status = "loading"
         self.error: str | None = None
         self._thread: threading.Thread | None = None
+        self.then: Any = None  # run once the model is loaded, before "ok": the agent's planner prefix warm-up
 
     def start(self) -> None:
         if self._thread is None:
@@ -202,6 +203,11 @@ class _ModelLoader:
             self.error = str(exc) if isinstance(exc, QwenVLError) else f"{type(exc).__name__}: {exc}"
             self.status = "error"
             return
+        if self.then is not None:
+            try:
+                self.then()
+            except Exception:  # noqa: BLE001 - the agent works without it, each question then pays for its prefix
+                log.exception("The agent's planner prefix could not be prepared")
         log.info("Model %s is ready (engine %s, %s).", self.llm.model, runtime.engine_name, runtime.dtype)
         self.status = "ok"
 
@@ -328,6 +334,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         max_image_tokens=settings.max_image_tokens,
         max_tokens=settings.max_new_tokens,
     )
+    loader.then = assistant.warm
     conversations = _Conversations(assistant)
     admission = _Admission(1 + settings.max_waiting)
     app.state.llm, app.state.assistant, app.state.settings, app.state.loader = llm, assistant, settings, loader
