@@ -19,7 +19,7 @@ from .agent import (
 )
 from . import samples
 from .agent.backends import chat_model
-from .tools import ChartData, ImageStore, OcrEngineError, UnknownImageError, make_tools, parse_chart_json
+from .tools import ChartData, ImageStore, OcrEngineError, UnknownImageError, chart_text, make_tools, parse_chart_json
 from .voice import AudioInputError, Transcript, speak, transcribe
 from .vlm import (
     DEFAULT_MODEL,
@@ -73,6 +73,7 @@ __all__ = [
     "ask",
     "astream",
     "build_agent",
+    "chart_text",
     "chat_model",
     "load_image",
     "load_runtime",
