@@ -188,10 +188,12 @@ class DocumentAssistant:
                 return
             try:
                 yield StepStarted(1)
-                if self.warm_prefix:
-                    context.run(self._warm_quietly)  # at once when it is held; once per process when not
                 updates = context.run(conversation.graph.stream, inputs, config, stream_mode=_STREAM_MODES)
                 try:
+                    if self.warm_prefix:
+                        # At once when it is held; else read from disk or computed, once. It meets what the first
+                        # planner call would (the model not loading, a busy queue, a stop) and ends the run so.
+                        context.run(self.warm)
                     while (item := context.run(next, updates, None)) is not None:
                         yield from builder.feed(*item)
                         if stopped.is_set():

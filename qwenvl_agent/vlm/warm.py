@@ -49,10 +49,12 @@ def warm_prefix(runtime: Any, messages: list[dict], tools: list[dict] | None = N
     go on, such as a system message alone) with ``tools`` offered ready in ``runtime``'s prefix cache: kept
     already, read from the cache folder, or computed now (once the model is free) and saved there."""
     tokens = prefix_tokens(runtime, messages, tools)
+    path = prefix_folder() / f"{prefix_key(runtime, tokens)}.safetensors"
     _, held = runtime.prefix_cache.match(tokens, (), limit=len(tokens))
     if held == len(tokens):
+        if not path.is_file():  # held from a prompt that began with it (a first question): a new process wants it
+            _save(runtime, tokens, path)
         return WarmPrefix(len(tokens), "memory")
-    path = prefix_folder() / f"{prefix_key(runtime, tokens)}.safetensors"
     if path.is_file():
         try:
             runtime.prefix_cache.load(path)
@@ -61,14 +63,7 @@ def warm_prefix(runtime: Any, messages: list[dict], tools: list[dict] | None = N
         except Exception as exc:  # noqa: BLE001 - a damaged file is computed again, not a failure
             log.warning("Could not read the saved prompt prefix %s (%s); computing it again.", path, exc)
     _compute(runtime, tokens)
-    try:
-        saved = runtime.prefix_cache.save(tokens, path, {"model": runtime.model_id, "engine": runtime.label})
-    except OSError as exc:
-        log.warning("Could not save the prompt prefix to %s: %s", path, exc)
-        saved = False
-    if saved:
-        _prune(path.parent)
-    return WarmPrefix(len(tokens), "computed", path if saved else None)
+    return WarmPrefix(len(tokens), "computed", path if _save(runtime, tokens, path) else None)
 
 
 def prefix_tokens(runtime: Any, messages: list[dict], tools: list[dict] | None) -> list[int]:
@@ -111,6 +106,18 @@ def _compute(runtime: Any, tokens: list[int]) -> None:
             runtime.engine.generate(inputs, [], settings, kwargs, StepTimes(), lambda: stop is not None and stop.is_set())
         except Stopped as exc:
             raise GenerationCancelled("Stopped while the prompt prefix was being prepared.") from exc
+
+
+def _save(runtime: Any, tokens: list[int], path: Path) -> bool:
+    """Save the held prefix ``tokens`` to ``path`` and prune the folder; False if it could not be written."""
+    try:
+        saved = runtime.prefix_cache.save(tokens, path, {"model": runtime.model_id, "engine": runtime.label})
+    except OSError as exc:
+        log.warning("Could not save the prompt prefix to %s: %s", path, exc)
+        return False
+    if saved:
+        _prune(path.parent)
+    return saved
 
 
 def _prune(folder: Path) -> None:
