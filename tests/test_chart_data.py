@@ -280,8 +280,9 @@ def test_the_compact_form_parses_to_the_same_chart_as_its_json():
         "```\n" + COMPACT + "\n```",
         COMPACT.replace("Quarter | Sales 2025 | Target", "| Quarter | Sales 2025 | Target |\n| --- | ---: | ---: |"),
         COMPACT.replace("\n", "\n\n").replace("type: bar", "Chart type: bar"),
+        "Here is the chart you asked for:\n" + COMPACT,
     ],
-    ids=["fenced", "markdown table", "blank lines, other key"],
+    ids=["fenced", "markdown table", "blank lines, other key", "prose first"],
 )
 def test_the_compact_form_as_small_models_vary_it(written):
     assert parse_chart_json(written) == parse_chart_json(SAME_AS_JSON)

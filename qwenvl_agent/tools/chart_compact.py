@@ -11,7 +11,8 @@ the same chart as JSON (every token of a reply is a decode step, the slowest par
     answer: none
 
 The table's header names the x axis (the ``x:`` line is its title), then one column per series; each row is a category and its values.
-Markdown's outer pipes and separator row are accepted, as are fences around the whole reply.
+Markdown's outer pipes and separator row are accepted, as are fences around the whole reply and a line of
+prose before it.
 """
 
 from __future__ import annotations
@@ -52,11 +53,9 @@ _SEPARATOR = re.compile(r"[\s|:+-]*-[\s|:+-]*")
 _NONE = {"", "none", "null", "n/a", "-"}
 
 
-def looks_compact(text: str) -> bool:
-    """Whether ``text`` (fences aside) opens with a key of the compact form rather than JSON or prose."""
-    first = next((line for line in _unfenced(text).splitlines() if line.strip()), "")
-    match = _KEY_LINE.fullmatch(first)
-    return bool(match) and match["key"].strip().lower() in _KEYS
+def may_be_compact(text: str) -> bool:
+    """Whether ``text`` may be the compact form: it does not open (fences aside) with a JSON object or list."""
+    return not _unfenced(text).lstrip().startswith(("{", "["))
 
 
 def parse_compact(text: str) -> dict[str, Any] | None:

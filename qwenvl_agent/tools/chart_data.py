@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError, field_validator, model_validator
 
-from .chart_compact import CHART_INSTRUCTIONS, chart_text, looks_compact, parse_compact
+from .chart_compact import CHART_INSTRUCTIONS, chart_text, may_be_compact, parse_compact
 from .chart_json import json_candidates, load_json
 from .chart_values import format_number, to_number, to_text
 
@@ -143,10 +143,12 @@ class ChartData(BaseModel):
 
 def parse_chart_json(text: str) -> ChartData:
     """The chart in a model's reply, in the compact form or as JSON; ``ChartParseError`` if it holds neither."""
-    if looks_compact(text):
-        fields = parse_compact(text)
-        if fields is not None:
+    fields = parse_compact(text) if may_be_compact(text) else None
+    if fields is not None:
+        try:
             return ChartData.model_validate(fields)
+        except ValidationError:
+            pass  # then it may still hold JSON
     for candidate, whole in json_candidates(text):
         parsed, repaired = load_json(candidate)
         if parsed is None or (not whole and not _looks_like_chart(parsed)):
