@@ -16,6 +16,8 @@ from langchain_core.messages import AIMessage, ToolMessage
 from langchain_core.tools import BaseTool
 
 from qwenvl_agent.tools import DEFAULT_OCR_ENGINE, ImageStore, make_tools
+from qwenvl_agent.vlm.cancel import current as current_cancel
+from qwenvl_agent.vlm.errors import GenerationCancelled
 from qwenvl_agent.vlm.tool_calls import parse_call
 
 from .backends import planner_model
@@ -113,28 +115,40 @@ class CallsInOrder(AgentMiddleware):
 
     def wrap_tool_call(self, request, handler):
         turn, index = _place(request.state, request.tool_call.get("id"))
+        stop = current_cancel()
         with self._turn:
-            self._turn.wait_for(lambda: self._done.get(turn, 0) >= index)
+            while self._done.get(turn, 0) < index:
+                _check(stop)
+                self._turn.wait(0.1)
         try:
             return handler(request)
         finally:
-            self._finish(turn, index)
+            self._finish(turn)
 
     async def awrap_tool_call(self, request, handler):
         turn, index = _place(request.state, request.tool_call.get("id"))
+        stop = current_cancel()
         while self._done.get(turn, 0) < index:
+            _check(stop)
             await asyncio.sleep(0.01)
         try:
             return await handler(request)
         finally:
-            self._finish(turn, index)
+            self._finish(turn)
 
-    def _finish(self, turn: tuple[str, ...], index: int) -> None:
+    def _finish(self, turn: tuple[str, ...]) -> None:
+        """One more call of ``turn`` has run (or failed)."""
         with self._turn:
-            self._done[turn] = index + 1
+            self._done[turn] = self._done.get(turn, 0) + 1
             if self._done[turn] >= len(turn):
                 del self._done[turn]
             self._turn.notify_all()
+
+
+def _check(stop: Any) -> None:
+    """A run stopped while a call waited for its turn: the call is not made."""
+    if stop is not None and stop.is_set():
+        raise GenerationCancelled("The run was stopped before this tool call's turn came.")
 
 
 def _place(state: Any, call_id: str | None) -> tuple[tuple[str, ...], int]:
