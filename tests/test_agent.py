@@ -7,6 +7,7 @@ import gc
 import json
 import subprocess
 import sys
+import threading
 import time
 import uuid
 import weakref
@@ -366,3 +367,21 @@ def test_the_cli_shows_the_planners_text_as_it_comes_and_the_answer_on_stdout(ca
     out, err = capsys.readouterr()
     assert "  The total is 1,500.00.\n" in err and err.index("[step 1]") < err.index("The total")
     assert out == "\nAnswer: The total is 1,500.00.\n"
+
+
+def test_a_stopped_run_does_not_make_the_calls_still_waiting_for_their_turn(tiny_runtime, vlm):
+    from slow_replies import slow_replies, story
+
+    calls = [call("ocr_image", image_id="img-1"), call("ocr_image", image_id="img-2")]
+    assistant, _ = assistant_with(vlm, [calls, "Done."], max_tokens=400)
+    cancel = threading.Event()
+    events = []
+    with slow_replies(tiny_runtime, [story(40), "second page"], seconds_per_token=0.05) as left:
+        for event in assistant.stream("Read both.", [draw_invoice(), draw_invoice()], cancel=cancel):
+            events.append(event)
+            if isinstance(event, ToolCall) and event.args["image_id"] == "img-2":
+                threading.Timer(0.5, cancel.set).start()  # while the first call reads its page
+        stopped_at = time.perf_counter()
+    assert left == ["second page"]  # the second call never reached the model
+    assert not any(isinstance(e, Answer) for e in events)
+    assert time.perf_counter() - stopped_at < 5
