@@ -18,6 +18,7 @@ from .agent import (
     stream,
 )
 from . import samples
+from .extract import ExtractionResult, Extractor, extract
 from .agent.backends import chat_model
 from .tools import ChartData, ImageStore, OcrEngineError, UnknownImageError, chart_text, make_tools, parse_chart_json
 from .voice import AudioInputError, Transcript, speak, transcribe
@@ -25,12 +26,14 @@ from .vlm import (
     DEFAULT_MODEL,
     BusyError,
     ChatQwenVL,
+    ConstraintError,
     EngineError,
     GenerationCancelled,
     GenerationError,
     GenerationTimeout,
     ImageInputError,
     ModelNotAvailableError,
+    PixelLimitError,
     PromptTooLongError,
     QwenVLError,
     VLMRuntime,
@@ -50,15 +53,19 @@ __all__ = [
     "BusyError",
     "ChartData",
     "ChatQwenVL",
+    "ConstraintError",
     "DocumentAssistant",
     "EngineError",
     "Error",
+    "ExtractionResult",
+    "Extractor",
     "GenerationCancelled",
     "GenerationError",
     "GenerationTimeout",
     "ImageInputError",
     "ImageStore",
     "ModelNotAvailableError",
+    "PixelLimitError",
     "OcrEngineError",
     "PromptTooLongError",
     "QwenVLError",
@@ -75,6 +82,7 @@ __all__ = [
     "build_agent",
     "chart_text",
     "chat_model",
+    "extract",
     "load_image",
     "load_runtime",
     "make_tools",

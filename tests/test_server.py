@@ -102,7 +102,7 @@ def test_tools_and_tool_calls(served):
 
 def test_structured_output_with_a_json_schema(served):
     schema = {"type": "object", "properties": {"total": {"type": "number"}}, "required": ["total"]}
-    with scripted_replies(served.runtime, ['{"total": 1500.0}}\n</tool_call>']):
+    with scripted_replies(served.runtime, ['{"total": 1500.0}']):
         body = post(served, "/v1/chat/completions", {"messages": user(text("Total?")),
                                                       "response_format": {"type": "json_schema", "json_schema": {"name": "invoice", "schema": schema}}}).json()
     assert json.loads(body["choices"][0]["message"]["content"]) == {"total": 1500.0}

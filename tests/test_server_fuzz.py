@@ -12,15 +12,18 @@ pytest.importorskip("fastapi")
 schemathesis = pytest.importorskip("schemathesis")
 
 EXAMPLES_PER_ROUTE = 20
-ROUTES = {"GET /health", "GET /v1/models", "POST /v1/chat/completions", "POST /v1/agent"}
+ROUTES = {"GET /health", "GET /v1/models", "POST /v1/chat/completions", "POST /v1/agent", "POST /v1/audio/transcriptions",
+          "POST /v1/audio/speech"}
 
 
 @pytest.fixture(scope="module")
 def fuzzed_server(tiny_model, tmp_path_factory):
+    from speech import random_whisper
+
     port = free_port()
     log = tmp_path_factory.mktemp("fuzz-log") / "serve.log"
     arguments = ["serve", "--model", tiny_model, "--engine", "torch", "--port", str(port), "--max-tokens", "8", "--max-new-tokens", "8",
-                 "--max-pdf-pages", "2", "--max-images", "2"]
+                 "--max-pdf-pages", "2", "--max-images", "2", "--asr-model", random_whisper(tmp_path_factory.mktemp("whisper"))]
     url = f"http://127.0.0.1:{port}"
     with qwenvl_process(arguments, log, f"{url}/health") as process:
         yield process, url, log

@@ -279,8 +279,16 @@ def test_two_requests_on_one_conversation_run_one_after_the_other(served):
 def test_the_openapi_schema_describes_every_route_with_models(served):
     spec = httpx.get(f"{served.url}/openapi.json", timeout=10).json()
     paths = spec["paths"]
-    assert set(paths) == {"/health", "/v1/models", "/v1/chat/completions", "/v1/agent"}
+    assert set(paths) == {"/health", "/v1/models", "/v1/chat/completions", "/v1/agent", "/v1/audio/transcriptions",
+                          "/v1/audio/speech"}
     error = {"$ref": "#/components/schemas/ErrorResponse"}
+    for path, body in (("/v1/audio/transcriptions", "multipart/form-data"), ("/v1/audio/speech", "application/json")):
+        operation = paths[path]["post"]
+        assert set(operation["requestBody"]["content"]) == {body}
+        for status in ("400", "401", "413", "415", "503", "default"):
+            assert operation["responses"][status]["content"]["application/json"]["schema"] == error, (path, status)
+        assert "422" not in operation["responses"]
+    assert set(paths["/v1/audio/speech"]["post"]["responses"]["200"]["content"]) == {"audio/wav"}
     for path, model in (("/v1/chat/completions", "ChatCompletionRequest"), ("/v1/agent", "AgentRequest")):
         operation = paths[path]["post"]
         assert operation["requestBody"]["required"] is True

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
-from qwenvl_agent.tools import DEFAULT_OCR_ENGINE, OCR_ENGINES, ImageStore, make_tools
+from qwenvl_agent.tools import DEFAULT_OCR_ENGINE, ImageStore, check_ocr_engine, make_tools
 from qwenvl_agent.vlm.bridge import WorkerRun
 from qwenvl_agent.vlm.cancel import CancelSignal, scoped_context
 from qwenvl_agent.vlm.cancel import current as current_cancel
@@ -30,7 +30,8 @@ from qwenvl_agent.vlm.errors import QwenVLError
 from qwenvl_agent.vlm.registry import loaded_runtimes
 
 from .backends import planner_model
-from .events import Answer, AnswerToken, Error, Event, Step, StepStarted, ToolCall, ToolResult
+from .event_builder import EventBuilder
+from .events import Answer, Error, Event, Step, StepStarted
 from .graph import SYSTEM_PROMPT, build_agent
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,8 @@ class DocumentAssistant:
     engine: "rapidocr" (default), "vlm" or "hybrid". ``max_image_tokens`` and ``max_tokens`` replace the
     tools' own image budgets and reply lengths. ``index_pages=False`` turns off the page index (the text of
     every page, for ``search_document`` and ``read_page_text``) of each conversation's store.
+    ``max_image_pixels`` bounds one image, or one PDF page as rendered, in each conversation's store
+    (``PixelLimitError`` past it; default: the store's own bound).
 
     Conversations are bounded: at most ``max_conversations`` are kept (the least recently used one is let go
     first), and one unused for ``idle_seconds`` is let go when a new one starts; a conversation with a run under
@@ -104,10 +107,10 @@ class DocumentAssistant:
         max_conversations: int | None = DEFAULT_MAX_CONVERSATIONS,
         idle_seconds: float | None = DEFAULT_IDLE_SECONDS,
         index_pages: bool = True,
+        max_image_pixels: int | None = None,
         warm_prefix: bool = True,
     ):
-        if ocr_engine not in OCR_ENGINES:
-            raise ValueError(f"ocr_engine must be one of {', '.join(OCR_ENGINES)}; got {ocr_engine!r}.")
+        check_ocr_engine(ocr_engine)
         _check_bound("max_conversations", max_conversations, whole=True)
         _check_bound("idle_seconds", idle_seconds, whole=False)
         model = planner_model(model, backend, base_url, api_key)
@@ -122,6 +125,7 @@ class DocumentAssistant:
         self.max_conversations = max_conversations
         self.idle_seconds = idle_seconds
         self.index_pages = index_pages
+        self.max_image_pixels = max_image_pixels
         self._checkpointer = InMemorySaver()
         self._conversations: dict[str, _Conversation] = {}
         self._lock = threading.Lock()
@@ -252,13 +256,14 @@ class DocumentAssistant:
             return Error(str(exc))
         message = HumanMessage(content=_question_text(question.strip(), conversation.store))
         config = {"configurable": {"thread_id": thread_id}, "recursion_limit": 4 * self.max_steps + 10}
-        return conversation, {"messages": [message]}, config, _EventBuilder(conversation.store, started)
+        return conversation, {"messages": [message]}, config, EventBuilder(conversation.store, started)
 
     def _conversation(self, thread_id: str, run: bool = False) -> _Conversation:
         with self._lock:
             if thread_id not in self._conversations:
                 self._forget_old()
-                store = ImageStore(dpi=self.dpi, max_pages=self.max_pages, index_pages=self.index_pages)
+                limit = {"max_image_pixels": self.max_image_pixels} if self.max_image_pixels else {}
+                store = ImageStore(dpi=self.dpi, max_pages=self.max_pages, index_pages=self.index_pages, **limit)
                 graph = build_agent(
                     self.model,
                     store=store,
@@ -294,86 +299,6 @@ class DocumentAssistant:
                 conversation.store.index.close(timeout=0)  # its pages are no longer wanted
 
 
-class _EventBuilder:
-    """Turns LangGraph's ``updates``/``messages`` stream into the typed events."""
-
-    def __init__(self, store: ImageStore, started: float | None = None):
-        self.store = store
-        self.run_started = time.perf_counter() if started is None else started
-        self.first_text: dict[int, float] = {}  # when each step's first text token came
-        self.step = 1
-        self.steps: list[Step] = []
-        self.started: dict[str, float] = {}
-        self.calls: dict[str, dict[str, Any]] = {}
-        self.pending: set[str] = set()  # ids of the calls of the current step not yet answered
-
-    def feed(self, mode: str, chunk: Any) -> list[Event]:
-        if mode == "messages":
-            message, metadata = chunk
-            if isinstance(message, AIMessageChunk) and metadata.get("langgraph_node") == "model" and message.text:
-                self.first_text.setdefault(self.step, time.perf_counter())
-                return [AnswerToken(message.text, self.step)]
-            return []
-        events: list[Event] = []
-        for node, update in (chunk or {}).items():
-            for message in (update or {}).get("messages", []) if isinstance(update, dict) else []:
-                if node == "model" and isinstance(message, AIMessage):
-                    events += self._calls(message)
-                elif isinstance(message, ToolMessage):
-                    events.append(self._result(message))
-                    self.pending.discard(message.tool_call_id)
-                    if not self.pending:  # every call of this step answered: the planner goes again
-                        self.step += 1
-                        events.append(StepStarted(self.step))
-        return events
-
-    def _calls(self, message: AIMessage) -> list[Event]:
-        events: list[Event] = []
-        for call in message.tool_calls:
-            self.started[call["id"]] = time.perf_counter()
-            self.calls[call["id"]] = call
-            events.append(ToolCall(call["name"], dict(call["args"]), call["id"], self.step))
-        # Broken calls are answered too (with an error), so they count as the step's calls.
-        self.pending = {c["id"] for c in message.tool_calls} | {c.get("id") or "invalid" for c in message.invalid_tool_calls}
-        return events
-
-    def _result(self, message: ToolMessage) -> ToolResult:
-        artifact = message.artifact if isinstance(message.artifact, dict) else {}
-        call = self.calls.get(message.tool_call_id, {})
-        args = dict(call.get("args", {}))
-        image_ids = list(artifact.get("image_ids") or _ids_in(args, self.store))
-        seconds = artifact.get("seconds")
-        if seconds is None:
-            seconds = round(time.perf_counter() - self.started.get(message.tool_call_id, time.perf_counter()), 3)
-        result = ToolResult(
-            name=message.name or call.get("name", "tool"),
-            output=message.text,
-            image_ids=image_ids,
-            seconds=seconds,
-            call_id=message.tool_call_id,
-            step=self.step,
-            is_error=message.status == "error",
-            data=artifact.get("data"),
-        )
-        self.steps.append(
-            Step(result.name, args, result.output, image_ids, seconds, result.is_error, result.data)
-        )
-        return result
-
-    def answer(self, messages: list[Any]) -> Answer:
-        last = messages[-1] if messages else None
-        text = last.text if isinstance(last, AIMessage) else ""
-        stopped = bool(isinstance(last, AIMessage) and last.response_metadata.get("stopped_early"))
-        first = None if stopped else self.first_text.get(self.step)
-        return Answer(
-            text.strip(),
-            list(self.steps),
-            stopped_early=stopped,
-            seconds=round(time.perf_counter() - self.run_started, 3),
-            first_token_seconds=None if first is None else round(first - self.run_started, 3),
-        )
-
-
 def _is_loaded(model: Any) -> bool:
     """Whether ``model`` is a local model whose weights are already loaded (warming it would not load them)."""
     name = getattr(model, "model", None)
@@ -394,11 +319,6 @@ def _take_turn(lock: threading.Lock, stop: CancelSignal | None) -> bool:
         if stop is not None and stop.is_set():
             return False
     return True
-
-
-def _ids_in(args: dict[str, Any], store: ImageStore) -> list[str]:
-    image_id = args.get("image_id", args.get("page_id"))
-    return [store.info(image_id).id] if isinstance(image_id, str) and image_id in store else []
 
 
 def _question_text(question: str, store: ImageStore) -> str:

@@ -162,6 +162,41 @@ def _place(state: Any, call_id: str | None) -> tuple[tuple[str, ...], int]:
             break
     return (str(call_id),), 0
 
+class KnownIds(AgentMiddleware):
+    """At each planner step, a local ``ChatQwenVL`` planner is told the ids the conversation's store holds at that
+    moment (``allowed_ids``), so its tool-call grammar admits those and no other: a call on an id that does not
+    exist cannot be written. Other planners are left as they are (they constrain on their side or not at all).
+    ``tool_choice``, when given, is the planner's at every step ("any": each step calls a tool)."""
+
+    def __init__(self, stores: Sequence[ImageStore], tool_choice: str | None = None):
+        super().__init__()
+        self.stores = list(stores)
+        self.tool_choice = tool_choice
+
+    def wrap_model_call(self, request, handler):
+        return handler(self._told(request))
+
+    async def awrap_model_call(self, request, handler):
+        return await handler(self._told(request))
+
+    def _told(self, request):
+        from qwenvl_agent.vlm.chat_model import ChatQwenVL
+
+        overrides: dict[str, Any] = {}
+        if self.tool_choice is not None:
+            overrides["tool_choice"] = self.tool_choice
+        if isinstance(request.model, ChatQwenVL) and self.stores:
+            overrides["model_settings"] = {**request.model_settings, "allowed_ids": ids_by_argument(self.stores)}
+        return request.override(**overrides) if overrides else request
+
+
+def ids_by_argument(stores: Sequence[ImageStore]) -> dict[str, list[str]]:
+    """The values the tools' id arguments may take now: every image and page for ``image_id`` and ``page_id``;
+    every document and image (``doc-1``, ``img-2``) for ``doc_id``."""
+    ids = list(dict.fromkeys(image_id for store in stores for image_id in store.ids()))
+    documents = list(dict.fromkeys(image_id.split("/")[0] for image_id in ids))
+    return {"image_id": ids, "page_id": ids, "doc_id": documents}
+
 
 def _problem(call: dict[str, Any]) -> str:
     """What is wrong with a broken call. A streamed call loses its parser's message on the way (LangChain
@@ -192,30 +227,40 @@ def build_agent(
     ocr_engine: str = DEFAULT_OCR_ENGINE,
     max_image_tokens: int | None = None,
     max_tokens: int | None = None,
+    tool_choice: str | None = None,
 ):
     """The compiled LangGraph agent (``invoke``/``stream`` with ``{"messages": [...]}``).
 
     ``model`` is the planner, any tool-calling chat model, or a model name built with ``backend`` (``"local"``:
     ``ChatQwenVL``; ``"openai"``: a server at ``base_url`` with ``api_key``); by default ``ChatQwenVL()``, which
     shares its loaded weights with the tools. ``tools`` default to ``make_tools(vlm or model, store, ocr_engine=…,
-    max_image_tokens=…, max_tokens=…)``. ``max_steps`` bounds the planner calls of one run.
+    max_image_tokens=…, max_tokens=…)``. ``max_steps`` bounds the planner calls of one run. ``tool_choice``: the
+    planner's at every step (None: it decides; "any": every step is a tool call, until ``max_steps``).
+
+    A local ``ChatQwenVL`` planner writes its calls under a grammar of the tools (unless built with
+    ``constrain=False``), told at each step the ids the store holds: it can only call a tool that exists on an
+    id that exists.
     """
     if max_steps < 1:
         raise ValueError(f"max_steps must be at least 1, got {max_steps}")
     model = planner_model(model, backend, base_url, api_key)
+    if store is None and tools is None:
+        store = ImageStore()
     if tools is None:
         tools = make_tools(
             vlm or model,
-            store if store is not None else ImageStore(),
+            store,
             ocr_engine=ocr_engine,
             max_image_tokens=max_image_tokens,
             max_tokens=max_tokens,
         )
+    found = [store] + [getattr(tool, "store", None) for tool in tools]
+    stores = list({id(s): s for s in found if isinstance(s, ImageStore)}.values())
     # create_agent's own recursion limit is 10,000; the middleware is the real bound.
     return create_agent(
         model,
         list(tools),
         system_prompt=system_prompt,
-        middleware=[StepLimit(max_steps), ReturnBrokenCalls(), CallsInOrder()],
+        middleware=[StepLimit(max_steps), ReturnBrokenCalls(), KnownIds(stores, tool_choice), CallsInOrder()],
         checkpointer=checkpointer,
     )

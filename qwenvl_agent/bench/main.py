@@ -19,6 +19,7 @@ from qwenvl_agent.vlm.openvino_export import ensure_exported, export_folder, ope
 from .checkpoint import random_checkpoint, tokenizer_kind
 from .machine import machine_facts
 from .report import render_report
+from .voice import run_voice_bench
 
 ALL_PIPELINES = ["naive", "torch", "openvino-int8", "openvino-int4"]
 AGENT_PIPELINES = ["naive", "torch", "openvino-int4"]
@@ -30,6 +31,8 @@ def run_bench(
     pipelines: list[str] | None = None,
     agent: bool = True,
     output: Path = Path("docs/PERFORMANCE.md"),
+    voice: bool = True,
+    asr_model: str | None = None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     machine = machine_facts()
@@ -59,6 +62,9 @@ def run_bench(
         fastest = next((name for name in ("openvino-int4", "torch") if name in chosen), None)
         for variant in ("text", "scanned") if fastest else ():
             results[f"long:{variant}"] = _worker({**spec, "pipeline": fastest, "long": variant})
+    if voice:
+        print("Running voice …", file=sys.stderr, flush=True)
+        results["voice"] = run_voice_bench(asr_model, runs=1 if quick else 3)
     tokenizer = tokenizer_kind()
     report = render_report(results, machine, spec, tokenizer, quick)
     output.parent.mkdir(parents=True, exist_ok=True)

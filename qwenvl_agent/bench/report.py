@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .voice import voice_section
+
 NAMES = {
     "naive": "naive seed way (float32, 512 px, plain generate)",
     "torch": "torch engine (bfloat16 where the CPU has it)",
@@ -50,6 +52,7 @@ def render_report(results: dict[str, Any], machine: dict, spec: dict, tokenizer:
     lines += _targets(results, pipelines)
     lines += _agent_section(results)
     lines += _long_section(results)
+    lines += voice_section(results.get("voice"))
     lines += NOTES[:-1] + _misses(results, pipelines) + [""]
     return "\n".join(lines) + "\n"
 

@@ -13,6 +13,8 @@ from typing import Any
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from PIL import Image
 
+from qwenvl_agent.vlm.constrain import ConstraintError
+from qwenvl_agent.vlm.reply_grammar import check_json_schema, json_schema_of
 from qwenvl_agent.vlm.tool_choice import normalise_tool_choice
 
 
@@ -123,8 +125,12 @@ def _calls(raw: Any, where: str) -> list[dict[str, Any]]:
 
 
 def generation_options(body: dict[str, Any], max_tokens_cap: int) -> dict[str, Any]:
-    """The per-call keyword arguments for ChatQwenVL from a request's sampling fields."""
+    """The per-call keyword arguments for ChatQwenVL from a request's sampling fields and its
+    ``response_format`` (a JSON schema or any JSON object: the reply is constrained to it)."""
     options: dict[str, Any] = {}
+    schema = response_schema(body)
+    if schema is not None:
+        options["response_format"] = schema
     requested = body.get("max_completion_tokens", body.get("max_tokens"))
     if requested is not None:
         if not isinstance(requested, int) or requested < 1:
@@ -155,15 +161,11 @@ def generation_options(body: dict[str, Any], max_tokens_cap: int) -> dict[str, A
 
 
 def tools_and_choice(body: dict[str, Any]) -> tuple[list[dict] | None, Any]:
-    """The request's tools and tool_choice; a ``response_format`` json_schema becomes one forced tool."""
+    """The request's tools and tool_choice (none with a JSON ``response_format``: the reply is JSON or calls)."""
     tools, choice = body.get("tools"), body.get("tool_choice")
-    response_format = response_format_of(body)
-    if response_format.get("type") == "json_schema":
-        schema = (response_format.get("json_schema") or {}).get("schema")
-        if not isinstance(schema, dict):
-            raise RequestError("response_format.json_schema.schema must be a JSON schema object.", "response_format")
-        name = (response_format.get("json_schema") or {}).get("name") or "response"
-        return [{"type": "function", "function": {"name": name, "description": "The response.", "parameters": schema}}], name
+    if tools and response_schema(body) is not None:
+        raise RequestError("response_format json_schema or json_object cannot be combined with tools in one request: "
+                           "the reply is either JSON or tool calls.", "response_format")
     if tools is not None and (not isinstance(tools, list) or not all(_is_function(t) for t in tools)):
         raise RequestError(
             "tools must be a list of {'type': 'function', 'function': {'name': ..., 'parameters': {...}}} objects.",
@@ -187,6 +189,18 @@ def response_format_of(body: dict[str, Any]) -> dict[str, Any]:
     return response_format
 
 
+def response_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON schema the reply is constrained to: ``json_schema``'s schema, ``{"type": "object"}`` for
+    ``json_object``, None for ``text`` or no ``response_format``. A schema no grammar can be made of is refused."""
+    try:
+        schema = json_schema_of(response_format_of(body) or None)
+        if schema is not None:
+            check_json_schema(schema)
+    except (ValueError, ConstraintError) as exc:
+        raise RequestError(str(exc), "response_format") from exc
+    return schema
+
+
 def _is_function(tool: Any) -> bool:
     function = tool.get("function") if isinstance(tool, dict) else None
     return (
@@ -198,8 +212,8 @@ def _is_function(tool: Any) -> bool:
 
 
 def completion(message: AIMessage, model: str, structured: bool) -> dict[str, Any]:
-    """A whole reply as a ``chat.completion``. For a json_schema response the forced call's arguments are
-    the content."""
+    """A whole reply as a ``chat.completion``. ``structured``: a reply to a json_schema ``response_format``, whose
+    content is the JSON."""
     finish = message.response_metadata.get("finish_reason", "stop")
     body: dict[str, Any] = {"role": "assistant", "content": message.text or None}
     if structured:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Request(BaseModel):
@@ -111,11 +111,21 @@ class FilePart(_Request):
 class AgentRequest(_Request):
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    question: str = Field(min_length=1, pattern=r"\S")
+    question: str | None = Field(None, min_length=1, pattern=r"\S", description="The question; or send it spoken, as audio.")
+    audio: str | None = Field(None, min_length=1, description=(
+        "The question spoken: a recording (wav, mp3, ogg/opus, webm, m4a) as a data URL or base64 text. It is "
+        "transcribed first; the Transcript event says what was heard."))
+    language: str | None = Field(None, max_length=16, description="The spoken question's language (en, zh, …); detected when absent.")
     files: list[str | FilePart] = Field(default_factory=list, description="Images or PDFs: data URLs or base64 text.")
     images: list[str | FilePart] = Field(
         default_factory=list, description="The same as files (its older name); given together, images come first.")
     thread_id: str | None = Field(None, max_length=128, description="A conversation id this server issued to this API key.")
+
+    @model_validator(mode="after")
+    def _one_question(self):
+        if (self.question is None) == (self.audio is None):
+            raise ValueError("give the question either as text (question) or spoken (audio), not both or neither")
+        return self
 
 
 class ErrorDetail(BaseModel):

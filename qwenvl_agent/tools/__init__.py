@@ -12,7 +12,7 @@ from .chart_data import ChartData, ChartParseError, ChartSeries, chart_text, par
 from .describe import DescribeTool
 from .layout import TextPiece, to_text
 from .locate import LocateTool, parse_boxes
-from .ocr import DEFAULT_OCR_ENGINE, OCR_ENGINES, OcrTool
+from .ocr import DEFAULT_OCR_ENGINE, OCR_ENGINES, OcrTool, check_ocr_engine
 from .page_index import Hit, IndexedLine, IndexedPage, PageIndex
 from .rapid_ocr import OcrEngineError
 from .search import ReadPageTool, SearchTool
@@ -34,8 +34,7 @@ def make_tools(
     fast, offline), "vlm" (the vision model reads the page) or "hybrid" (RapidOCR, with the lines it is
     unsure of checked by the vision model). ``max_image_tokens`` and ``max_tokens``, when given, replace
     every tool's own image budget and reply length (a page's settings, for example)."""
-    if ocr_engine not in OCR_ENGINES:
-        raise ValueError(f"ocr_engine must be one of {', '.join(OCR_ENGINES)}; got {ocr_engine!r}.")
+    check_ocr_engine(ocr_engine)
     budgets = {name: value for name, value in (("max_image_tokens", max_image_tokens), ("max_tokens", max_tokens)) if value}
     turn = threading.Lock()
     shared = {"vlm": vlm, "store": store, "turn": turn, **budgets}
@@ -74,6 +73,7 @@ __all__ = [
     "UnknownImageError",
     "ZoomTool",
     "chart_text",
+    "check_ocr_engine",
     "make_tools",
     "parse_boxes",
     "parse_chart_json",

@@ -25,6 +25,15 @@ from .zoom import Box
 
 OCR_ENGINES = ("vlm", "rapidocr", "hybrid")
 DEFAULT_OCR_ENGINE = "rapidocr"
+
+
+def check_ocr_engine(engine: str) -> str:
+    """``engine`` if it is one of ``OCR_ENGINES``; ``ValueError`` naming the choices otherwise. The one check of
+    an OCR engine name (the tools and ``DocumentAssistant`` use it)."""
+    if engine not in OCR_ENGINES:
+        raise ValueError(f"ocr_engine must be one of {', '.join(OCR_ENGINES)}; got {engine!r}.")
+    return engine
+
 # Hybrid: lines RapidOCR reads with less confidence than this go to the vision model (at most MAX_CHECKED).
 # Chosen from `qwenvl eval --set full` (docs/EVALUATION.md): below 0.98 a third of the lines are not read
 # exactly, above it one in twenty; about 1.6 lines a page fall below it.

@@ -16,7 +16,7 @@ import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 from PIL import Image
 
-from ..vlm.errors import ImageInputError
+from ..vlm.errors import ImageInputError, PixelLimitError
 from ..vlm.images import MAX_IMAGE_PIXELS, RELATIVE_MAX
 
 __all__ = ["PDFIUM_LOCK", "PDF_MAGIC", "locked_page", "pdf_bytes", "render_pdf", "render_region"]
@@ -100,9 +100,10 @@ def _check_page_sizes(sizes: list[tuple[int, int]], what: str, dpi: int, max_pag
     """``ImageInputError`` naming the first page that would render above ``max_page_pixels``."""
     for number, (width, height) in enumerate(sizes, start=1):
         if width * height > max_page_pixels:
-            raise ImageInputError(
+            raise PixelLimitError(
                 f"Page {number} of {what} would be {width}x{height} pixels at {dpi} dpi, above the "
-                f"{max_page_pixels:,}-pixel limit; add it with a lower dpi, e.g. ImageStore(dpi=72)."
+                f"{max_page_pixels:,}-pixel limit; add it with a lower dpi, e.g. ImageStore(dpi=72).",
+                width=width, height=height, limit=max_page_pixels, page=number, dpi=dpi,
             )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from PIL import Image
 
-from ..vlm.errors import ImageInputError
+from ..vlm.errors import ImageInputError, PixelLimitError
 from ..vlm.images import MAX_IMAGE_PIXELS, RELATIVE_MAX, load_image
 from .ids import Box, ImageInfo, UnknownImageError, clean_id, clean_label, describe_line, inner_box, pixel_box, relative_box
 from .page_index import PageIndex
@@ -89,9 +89,10 @@ class ImageStore:
         except ImageInputError as exc:
             raise ImageInputError(f"{label}: {exc}" if label else str(exc)) from exc
         if image.width * image.height > self.max_image_pixels:
-            raise ImageInputError(
+            raise PixelLimitError(
                 f"{label or 'The image'} is {image.width}x{image.height} pixels, above the limit of "
-                f"{self.max_image_pixels:,} pixels per image; shrink it first."
+                f"{self.max_image_pixels:,} pixels per image; shrink it first.",
+                width=image.width, height=image.height, limit=self.max_image_pixels,
             )
         with self._lock:
             self._check_room(image.width * image.height, label or "The image")

@@ -213,14 +213,18 @@ def show_pictures(pictures: Sequence[Picture], width: int = 160) -> None:
         st.image([p.image for p in pictures], caption=[p.caption for p in pictures], width=width)
 
 
-def show_turn(turn: Turn) -> None:
-    """A turn from the history: the question with its thumbnails, or the steps (collapsed) and the answer."""
-    with st.chat_message(turn.role):
+def show_turn(turn: Turn) -> Any:
+    """A turn from the history: the question with its thumbnails (and how it was asked), or the steps
+    (collapsed) and the answer. Returns its chat message, to add to."""
+    bubble = st.chat_message(turn.role)
+    with bubble:
         if turn.role == "user":
             if turn.text:
                 st.markdown(escape_markdown(turn.text))
+            for note in turn.notes:
+                st.caption(note)
             show_pictures(turn.pictures)
-            return
+            return bubble
         for note in turn.notes:
             icon = ":material/stop_circle:" if turn.state == "stopped" else ":material/hourglass_top:"
             st.info(note, icon=icon)
@@ -234,6 +238,7 @@ def show_turn(turn: Turn) -> None:
             st.error(message)
         if turn.text:
             st.markdown(escape_markdown(turn.text))
+    return bubble
 
 
 def show_steps(steps: Sequence[StepView]) -> None:

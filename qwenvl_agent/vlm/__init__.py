@@ -1,6 +1,7 @@
 """The model runtime: load Qwen3-VL on the CPU, bound image tokens, generate, and ChatQwenVL over it."""
 
 from .chat_model import ChatQwenVL
+from .constrain import ConstraintError
 from .errors import (
     BusyError,
     EngineError,
@@ -10,6 +11,7 @@ from .errors import (
     GenerationTimeout,
     ImageInputError,
     ModelNotAvailableError,
+    PixelLimitError,
     PromptTooLongError,
     QwenVLError,
     WrongModelError,
@@ -25,6 +27,7 @@ __all__ = [
     "EngineError",
     "EngineFallbackWarning",
     "ChatQwenVL",
+    "ConstraintError",
     "GenerationCancelled",
     "GenerationError",
     "GenerationTimeout",
@@ -32,6 +35,7 @@ __all__ = [
     "GenerationStats",
     "ImageInputError",
     "ModelNotAvailableError",
+    "PixelLimitError",
     "Prompt",
     "PromptTooLongError",
     "QwenVLError",

@@ -1,5 +1,6 @@
 """One call's prompt and generation settings: a chat model's fields, overridden by the call's own keyword
-arguments (``llm.invoke(messages, max_tokens=64)``), with the tools it offers and a forced call's prefix."""
+arguments (``llm.invoke(messages, max_tokens=64)``), with the tools it offers, a forced call's prefix and the
+grammar that constrains the reply (``reply_grammar``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from langchain_core.messages import BaseMessage
 
 from .generation import GenerationSettings, Prompt
 from .messages import to_qwen_messages
+from .reply_grammar import call_grammar
 from .tool_calls import CLOSE
 from .tool_choice import forced_call_prefix, offered_tools
 
@@ -40,9 +42,14 @@ def call_request(
     )
     tools, choice = offered_tools(kwargs.get("tools"), kwargs.get("tool_choice"))
     prefix = forced_call_prefix(choice, tools) if tools else ""
+    grammar = None
+    if option("constrain"):
+        grammar = call_grammar(tools, choice, kwargs.get("allowed_ids"), kwargs.get("response_format"))
+    elif tools and kwargs.get("response_format") is not None:
+        raise ValueError("response_format and tools cannot be used in one call: the reply is either calls or JSON.")
     stops = list(stop if stop is not None else fields.stop or [])
-    if prefix:
-        stops.append(CLOSE)  # one forced call, then stop
+    if prefix and grammar is None:
+        stops.append(CLOSE)  # one forced call, then stop (a grammar lets a turn hold several and ends it itself)
     settings = GenerationSettings(
         max_new_tokens=option("max_tokens"),
         stop=tuple(stops),
@@ -53,6 +60,7 @@ def call_request(
         reuse_prefix=option("reuse_prefix"),
         seed=option("seed"),
         repetition_guard=option("repetition_guard"),
+        grammar=grammar,
         **sampling_options({name: option(name) for name in _SAMPLING}, option("sampling"), generation_config),
     )
     return Prompt(messages=qwen_messages, images=images, tools=tools, assistant_prefix=prefix), settings

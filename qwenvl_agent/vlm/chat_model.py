@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import weakref
+from operator import itemgetter
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
@@ -18,18 +19,20 @@ from langchain_core.language_models import BaseChatModel, LangSmithParams
 from langchain_core.language_models.base import LanguageModelInput
 from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
 from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from .bridge import WorkerRun
 from .call_options import call_request
 from .chunks import reply_chunks
 from .generation import DEFAULT_MAX_IMAGE_TOKENS, GenerationSettings, Prompt
 from .openvino_export import check_weights
-from .runtime import DEFAULT_MODEL, ENGINES, VLMRuntime, load_runtime, resolve_dtype
+from .reply_grammar import json_schema_of
+from .runtime import DEFAULT_MODEL, VLMRuntime, check_engine, load_runtime, resolve_dtype
 from .tool_choice import forced_call_prefix, normalise_tool_choice, offered_tools
 
 __all__ = ["ChatQwenVL", "forced_call_prefix", "normalise_tool_choice", "offered_tools"]
@@ -37,8 +40,9 @@ __all__ = ["ChatQwenVL", "forced_call_prefix", "normalise_tool_choice", "offered
 # The fields that decide what a reply says (not how fast it comes or what may be read to make it).
 _REPLY_SETTINGS = (
     "model", "revision", "engine", "weights", "dtype", "max_tokens", "temperature", "top_p", "top_k", "sampling",
-    "repetition_penalty", "seed", "repetition_guard", "stop", "max_image_tokens", "min_image_tokens",
+    "repetition_penalty", "seed", "repetition_guard", "stop", "max_image_tokens", "min_image_tokens", "constrain",
 )
+_STRUCTURED_METHODS = ("function_calling", "json_schema", "json_mode")
 
 
 class ChatQwenVL(BaseChatModel):
@@ -93,6 +97,11 @@ class ChatQwenVL(BaseChatModel):
             one that started returns the reply so far with finish_reason "timeout".
         streaming: bool
             Accepted for compatibility; ``invoke`` is the merged stream either way.
+        constrain: bool
+            Constrain decoding with a grammar (default True): with tools bound, every call names one of them with
+            arguments that follow its schema (and, given ``allowed_ids``, only ids that exist); with a
+            ``response_format`` the whole reply is JSON of that schema. False: the model writes freely and what it
+            writes is read leniently.
 
     Key init args — images:
         max_image_tokens: int
@@ -192,6 +201,14 @@ class ChatQwenVL(BaseChatModel):
             reply = llm.bind_tools([GetWeather]).invoke("What is the weather in Oslo?")
             reply.tool_calls  # [{"name": "GetWeather", "args": {"city": "Oslo"}, "id": "call_…", ...}]
 
+        Calls are constrained by a grammar of the bound tools (``constrain=True``): a call names one of them
+        and its arguments validate against the tool's schema. Per call, ``allowed_ids`` narrows id arguments
+        to the ids that exist (the agent passes its store's ids at every step):
+
+        .. code-block:: python
+
+            llm.bind_tools(tools, tool_choice="any").invoke(messages, allowed_ids={"image_id": ["img-1", "img-2"]})
+
     Structured output:
         .. code-block:: python
 
@@ -200,6 +217,13 @@ class ChatQwenVL(BaseChatModel):
                 total: float
 
             found = llm.with_structured_output(Invoice).invoke([message])  # an Invoice, from the image above
+            found = llm.with_structured_output(Invoice, method="json_schema").invoke([message])  # the reply is the JSON
+            llm.with_structured_output(Invoice, method="json_schema", include_raw=True).invoke([message])
+            # {"raw": AIMessage, "parsed": Invoice | None, "parsing_error": Exception | None}
+
+        ``method``: "function_calling" (a forced call of a tool named for the schema), "json_schema" (the whole
+        reply constrained to the schema) or "json_mode" (any JSON object, parsed with the schema). The same per
+        call: ``llm.invoke(messages, response_format=Invoice)`` (or OpenAI's ``{"type": "json_schema", ...}``).
 
     Engines:
         "auto" runs OpenVINO where it is installed and falls back to torch, with a warning, if it fails;
@@ -226,6 +250,7 @@ class ChatQwenVL(BaseChatModel):
     repetition_penalty: float | None = None
     seed: int | None = None
     repetition_guard: bool = False
+    constrain: bool = True
     stop: list[str] | None = Field(default=None, alias="stop_sequences")
     timeout: float | None = None
     streaming: bool = False
@@ -264,9 +289,7 @@ class ChatQwenVL(BaseChatModel):
     @field_validator("engine")
     @classmethod
     def _known_engine(cls, engine: str) -> str:
-        if str(engine).lower() not in ENGINES:
-            raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}.")
-        return str(engine).lower()
+        return check_engine(engine)
 
     @field_validator("weights")
     @classmethod
@@ -345,6 +368,41 @@ class ChatQwenVL(BaseChatModel):
         options = {"tools": [convert_to_openai_tool(tool) for tool in tools]} if tools else {}
         prompt, _ = self._request(list(messages), None, options)
         return self.runtime.warm_prefix(prompt.messages, prompt.tools)
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type | None = None,
+        *,
+        include_raw: bool = False,
+        method: str = "function_calling",
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
+        """Replies as ``schema`` (a pydantic model, a TypedDict or a JSON schema). ``method``: "function_calling"
+        (a forced tool call), "json_schema" (the reply is JSON of the schema, constrained by its grammar) or
+        "json_mode" (any JSON object). ``include_raw``: ``{"raw", "parsed", "parsing_error"}``, a reply that does
+        not parse gives ``parsed`` None and the error instead of raising. ``strict`` is accepted: a constrained
+        reply always follows the schema."""
+        if method not in _STRUCTURED_METHODS:
+            raise ValueError(f"method must be one of {', '.join(_STRUCTURED_METHODS)}; got {method!r}.")
+        if method == "function_calling":
+            return super().with_structured_output(schema, include_raw=include_raw, **kwargs)
+        if kwargs:
+            raise ValueError(f"Received unsupported arguments {kwargs}")
+        if schema is None and method == "json_schema":
+            raise ValueError('method="json_schema" needs a schema: a pydantic model, a TypedDict or a JSON schema.')
+        response_format = json_schema_of({"type": "json_object"} if method == "json_mode" else schema)
+        llm = self.bind(
+            response_format=response_format,
+            ls_structured_output_format={"kwargs": {"method": method}, "schema": response_format},
+        )
+        is_model = isinstance(schema, type) and issubclass(schema, BaseModel)
+        parser = PydanticOutputParser(pydantic_object=schema) if is_model else JsonOutputParser()
+        if not include_raw:
+            return llm | parser
+        parsed = RunnablePassthrough.assign(parsed=itemgetter("raw") | parser, parsing_error=lambda _: None)
+        failed = RunnablePassthrough.assign(parsed=lambda _: None)
+        return RunnableMap(raw=llm) | parsed.with_fallbacks([failed], exception_key="parsing_error")
 
     def _stream(
         self,

@@ -34,9 +34,9 @@ def reply_chunks(
 
     forced, stats = prompt.assistant_prefix, []
     if forced and runtime.opens_thinking:
-        # A Thinking model reasons first; the forced call opens right after its reasoning.
+        # A Thinking model reasons first (freely: no grammar); the forced call opens right after its reasoning.
         thought = Prompt(prompt.messages, prompt.images, prompt.tools, assistant_prefix="")
-        for item in runtime.stream(thought, replace(settings, stop=(THINK_END,))):
+        for item in runtime.stream(thought, replace(settings, stop=(THINK_END,), grammar=None)):
             if isinstance(item, GenerationStats):
                 stats.append(item)
             else:

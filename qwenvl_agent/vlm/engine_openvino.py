@@ -7,8 +7,8 @@ The language model is stateful: its KV cache lives inside OpenVINO's infer reque
 ``generate`` resets it at the start of every call. To reuse a prompt's prefix the engine drives the model
 itself: it restores the state of a recent prompt cut to the shared prefix (a copy kept after each call),
 prefills only what follows through the model's own ``forward`` (positions computed for the whole
-prompt), then decodes token by token with transformers' logits processors, the caller's stopping
-criteria and streamer, exactly as ``generate`` would.
+prompt), then decodes in the shared decode loop (``decode.py``): one pass per token, and several tokens in
+one pass where a grammar forces them (jump-forward), as the prefill of a continued prefix does.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 from .errors import EngineError
 from .ir import check_model_type  # noqa: F401  (importable from here too)
 from .openvino_export import cache_root, require_openvino
+from .decode import decode
 from .positions import mrope_positions
 from .reuse import ImageSpan, PrefixCache, PrefixEntry, VisionCache
 
@@ -73,7 +74,7 @@ class OpenVINOEngine:
         """Prefill (after the longest reusable prefix) and decode; returns the prompt and reply token ids."""
         import torch
 
-        from .generation import Stopped
+        from .stopping import Stopped
 
         ids = inputs["input_ids"]
         length = int(ids.shape[1])
@@ -101,7 +102,14 @@ class OpenVINOEngine:
             self._should_stop = _never
         times.prefill_seconds += time.perf_counter() - started - (times.vision_seconds - vision_before)
         times.prefill_tokens += length - reused
-        output = self._decode(ids, logits, delta, kwargs)
+        held = [length]
+
+        def step(tokens):
+            logits = self._step(tokens, held[0], delta)
+            held[0] += tokens.shape[1]
+            return logits
+
+        output = decode(step, ids, logits, kwargs, times, self._end_ids())
         if settings.reuse_prefix:
             self._remember(output, spans)
         return output
@@ -145,59 +153,24 @@ class OpenVINOEngine:
             self._images = None
         return output.logits[:, -1, :]
 
-    def _decode(self, ids, logits, delta: int, kwargs: dict[str, Any]):
-        """Token by token after the prompt, as ``generate`` does: logits processors (sampling settings,
-        repetition penalty, the caller's own), the streamer, the stopping criteria, the end tokens."""
+    def _step(self, tokens, length: int, delta: int):
+        """One pass of the language model over ``tokens`` (text, after the ``length`` tokens the state holds,
+        the images among them); the last logits."""
         import torch
-        from transformers import (
-            LogitsProcessorList,
-            RepetitionPenaltyLogitsProcessor,
-            TemperatureLogitsWarper,
-            TopKLogitsWarper,
-            TopPLogitsWarper,
-        )
 
-        processors = LogitsProcessorList()
-        if kwargs.get("repetition_penalty"):
-            processors.append(RepetitionPenaltyLogitsProcessor(kwargs["repetition_penalty"]))
-        processors.extend(kwargs.get("logits_processor") or [])
-        sampling = bool(kwargs.get("do_sample"))
-        if sampling:
-            processors.append(TemperatureLogitsWarper(kwargs["temperature"]))
-            if kwargs.get("top_k"):
-                processors.append(TopKLogitsWarper(kwargs["top_k"]))
-            if kwargs.get("top_p") is not None and kwargs["top_p"] < 1.0:
-                processors.append(TopPLogitsWarper(kwargs["top_p"]))
-        streamer, stopping = kwargs.get("streamer"), kwargs.get("stopping_criteria") or []
+        count = tokens.shape[1]
+        position = (torch.arange(length, length + count, dtype=torch.long) + delta).view(1, 1, count).expand(3, 1, count)
+        output = self.model.forward(
+            input_ids=tokens,
+            attention_mask=torch.ones((1, length + count), dtype=torch.long),
+            position_ids=position,
+            past_key_values=((),),
+        )
+        return output.logits[:, -1, :]
+
+    def _end_ids(self) -> list[int]:
         end = self.model.generation_config.eos_token_id
-        end = set(end if isinstance(end, list) else [end] if end is not None else [])
-        sequence = ids
-        if streamer is not None:
-            streamer.put(ids.cpu())
-        try:
-            for _ in range(kwargs.get("max_new_tokens", 512)):
-                scores = processors(sequence, logits.float())
-                if sampling:
-                    token = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1)
-                else:
-                    token = scores.argmax(dim=-1, keepdim=True)
-                sequence = torch.cat([sequence, token], dim=1)
-                if streamer is not None:
-                    streamer.put(token[0].cpu())
-                if int(token) in end or any(bool(criterion(sequence, scores).any()) for criterion in stopping):
-                    break
-                position = torch.full((3, 1, 1), sequence.shape[1] - 1 + delta, dtype=torch.long)
-                output = self.model.forward(
-                    input_ids=token,
-                    attention_mask=torch.ones((1, sequence.shape[1]), dtype=torch.long),
-                    position_ids=position,
-                    past_key_values=((),),
-                )
-                logits = output.logits[:, -1, :]
-        finally:
-            if streamer is not None:
-                streamer.end()
-        return sequence
+        return end if isinstance(end, list) else [] if end is None else [end]
 
     def _remember(self, output, spans: list[ImageSpan]) -> None:
         """Keep a copy of the KV state and what it holds, for later prompts that share its prefix."""
@@ -276,14 +249,14 @@ class _StoppableRequest:
         self._wait(self._wrapped)
 
     def _start(self, request, inputs, share_inputs: bool, userdata: Any = None) -> None:
-        from .generation import Stopped
+        from .stopping import Stopped
 
         if self._should_stop():
             raise Stopped
         request.start_async(inputs, userdata, share_inputs=share_inputs)
 
     def _wait(self, request) -> None:
-        from .generation import Stopped
+        from .stopping import Stopped
 
         while not request.wait_for(STOP_POLL_MS):
             if self._should_stop():

@@ -13,6 +13,7 @@ import inspect
 import time
 from typing import Any
 
+from .decode import decode
 from .positions import mrope_positions
 from .reuse import ImageSpan, PrefixCache, PrefixEntry, VisionCache
 
@@ -63,20 +64,37 @@ class TorchEngine:
         positions, delta = mrope_positions(length, spans, inputs.get("image_grid_thw"), self.merge)
         if reused < length - 1:
             self._prefill(inputs, spans, reused, length - 1, positions, kv, settings, times, should_stop)
-        self.model.model.rope_deltas = torch.tensor([[delta]], device=self.device)
-        output = self.model.generate(
-            input_ids=ids, attention_mask=torch.ones_like(ids), **{self._cache_arg: kv}, **kwargs
-        )
+        logits = self._step(ids[:, -1:], kv, delta)
+        output = decode(lambda tokens: self._step(tokens, kv, delta), ids, logits, kwargs, times, self._end_ids())
         if settings.reuse_prefix:
             kept = kv.get_seq_length()
             self.prefix_cache.add(PrefixEntry(output[0, :kept].tolist(), tuple(spans), kv))
         return output
 
+    def _step(self, tokens, kv, delta: int):
+        """One pass of the language model over ``tokens`` (text, after what ``kv`` holds); the last logits."""
+        import torch
+
+        start = kv.get_seq_length()
+        text_positions = torch.arange(start, start + tokens.shape[1], device=self.device)[None]
+        position_ids = torch.cat([text_positions, (text_positions + delta).expand(3, -1)])[:, None, :]
+        output = self.model.model.language_model(
+            inputs_embeds=self.model.get_input_embeddings()(tokens),
+            position_ids=position_ids,
+            use_cache=True,
+            **{self._cache_arg: kv},
+        )
+        return self.model.lm_head(output.last_hidden_state[:, -1:, :])[:, -1, :].float()
+
+    def _end_ids(self) -> list[int]:
+        end = self.model.generation_config.eos_token_id
+        return end if isinstance(end, list) else [] if end is None else [end]
+
     def _prefill(self, inputs, spans, start: int, end: int, positions, kv, settings, times, should_stop) -> None:
         """Run the language model over tokens ``start:end``, filling ``kv``, a chunk at a time."""
         import torch
 
-        from .generation import Stopped
+        from .stopping import Stopped
 
         new_ids = inputs["input_ids"][:, start:end]
         embeds = self.model.get_input_embeddings()(new_ids)

@@ -9,6 +9,17 @@ class ImageInputError(QwenVLError, ValueError):
     """An image could not be read: wrong type, unreadable bytes, too large, fetch refused or failed."""
 
 
+class PixelLimitError(ImageInputError):
+    """An image, or a PDF page as it would be rendered, has more pixels than a limit allows. Says how large
+    (``width``, ``height``), the ``limit``, and for a page its number and the ``dpi`` it would be rendered at,
+    so a front end can word the refusal its own way."""
+
+    def __init__(self, message: str, *, width: int, height: int, limit: int, page: int | None = None,
+                 dpi: int | None = None):
+        super().__init__(message)
+        self.width, self.height, self.limit, self.page, self.dpi = width, height, limit, page, dpi
+
+
 class ModelNotAvailableError(QwenVLError, RuntimeError):
     """The weights are neither in a local folder nor in the cache, and cannot be downloaded."""
 

@@ -22,6 +22,14 @@ from .errors import BusyError, GenerationCancelled, GenerationTimeout
 _CANCEL_POLL = 0.05
 
 
+def busy_error(waiting: int, limit: int) -> BusyError:
+    """The one "the model is busy" refusal: ``waiting`` callers queued behind the running one, ``limit`` at most."""
+    return BusyError(
+        f"The model is busy: one request is running and {waiting} are waiting (the limit is {limit}). "
+        "Try again in a moment."
+    )
+
+
 class _Ticket:
     """A waiter's place in the queue; ``granted`` is set when the gate passes to it."""
 
@@ -52,6 +60,17 @@ class GenerationGate:
         """Callers queued behind the running generation."""
         return len(self._queue)
 
+    @property
+    def full(self) -> bool:
+        """True when a newcomer would be refused: a generation runs and ``max_waiting`` callers wait."""
+        return self._busy and len(self._queue) >= self.max_waiting
+
+    def refuse_when_full(self) -> None:
+        """``BusyError`` at once when a newcomer would be refused, so a caller can say so before any work for
+        the request (or a streamed response) starts."""
+        if self.full:
+            raise busy_error(self.waiting, self.max_waiting)
+
     @contextlib.contextmanager
     def hold(self, deadline: float | None = None, cancel=None) -> Iterator[None]:
         """Run the block alone (see ``enter``)."""
@@ -71,10 +90,7 @@ class GenerationGate:
                 self._busy = True
                 return
             if len(self._queue) >= self.max_waiting:
-                raise BusyError(
-                    f"The model is busy: one request is running and {len(self._queue)} are waiting "
-                    f"(the limit is {self.max_waiting}). Try again in a moment."
-                )
+                raise busy_error(len(self._queue), self.max_waiting)
             ticket = _Ticket()
             self._queue.append(ticket)
         while True:

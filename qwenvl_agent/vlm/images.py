@@ -18,7 +18,7 @@ from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageInputError, _short
+from .errors import ImageInputError, PixelLimitError, _short
 from .fetch import fetch
 
 # One visual token of Qwen3-VL covers 32x32 pixels (patch 16, spatial merge 2).
@@ -196,8 +196,9 @@ def _check_pixels(image: Image.Image, what: str) -> None:
     if width < 1 or height < 1:
         raise ImageInputError(f"{what} has no pixels ({width}x{height}).")
     if width * height > MAX_IMAGE_PIXELS:
-        raise ImageInputError(
-            f"{what} is {width}x{height} pixels, above the {MAX_IMAGE_PIXELS:,}-pixel limit; shrink it first."
+        raise PixelLimitError(
+            f"{what} is {width}x{height} pixels, above the {MAX_IMAGE_PIXELS:,}-pixel limit; shrink it first.",
+            width=width, height=height, limit=MAX_IMAGE_PIXELS,
         )
 
 

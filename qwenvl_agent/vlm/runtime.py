@@ -8,6 +8,7 @@ reading ~4 GB); each shows progress.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -15,6 +16,7 @@ import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, Callable
 
 from . import registry
@@ -35,7 +37,7 @@ log = logging.getLogger(__name__)
 # The loader's public names; the CPU, hub, IR and registry ones live in modules of their own and are
 # importable from here too.
 __all__ = [
-    "DEFAULT_MODEL", "DTYPES", "ENGINES", "VLMRuntime", "cpu_has_fast_bf16", "load_runtime", "loaded_runtimes",
+    "DEFAULT_MODEL", "DTYPES", "ENGINES", "VLMRuntime", "check_engine", "cpu_has_fast_bf16", "load_runtime", "loaded_runtimes",
     "physical_cores", "release_runtime", "resolve_dtype", "resolve_engine", "resolve_model_path",
 ]
 
@@ -56,7 +58,7 @@ class VLMRuntime:
     gate: GenerationGate
     vision_cache: VisionCache = field(default_factory=VisionCache)
     prefix_cache: PrefixCache = field(default_factory=PrefixCache)
-    # Each hook gets the prompt length and may return a logits processor (used by vlm.testing).
+    # The engines' extension point for steering replies; see ``logits_hook``.
     logits_hooks: list[Callable[[int], Any]] = field(default_factory=list)
     # Threads the engine computes with; fixed once the model is loaded.
     num_threads: int | None = None
@@ -139,6 +141,25 @@ class VLMRuntime:
             [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}], tokenize=False, add_generation_prompt=True
         )
         return prompt.rstrip().endswith("<think>")
+
+    @contextlib.contextmanager
+    def logits_hook(self, hook: Callable[[int], Any]) -> Iterator[None]:
+        """Within the block, every generation of this model asks ``hook(prompt_length)`` for a logits
+        processor (transformers' protocol: ``processor(input_ids, scores) -> scores``, ``input_ids`` the
+        prompt and the reply so far) and runs it at each decode step, after the grammar's mask and before
+        the sampling warpers; ``None`` adds nothing to that generation. Both engines honour it.
+
+        This is how replies are forced: ``vlm.testing.scripted_replies`` (tests) and the benchmark (replies
+        of set lengths through the real model) use it. A processor that forces a known token sequence can
+        also have ``upcoming(step, count) -> list[int]`` (the tokens it forces at reply positions ``step``
+        onwards): jump-forward then feeds what it and the grammar agree on in one pass, and where the grammar
+        would refuse a forced token the grammar steps aside for the rest of that reply.
+        Hooks live in ``logits_hooks``, in the order they were added."""
+        self.logits_hooks.append(hook)
+        try:
+            yield
+        finally:
+            self.logits_hooks.remove(hook)
 
     def stream(self, prompt, settings):
         """Yield the reply as it is generated; see ``generation.stream``."""
@@ -233,11 +254,18 @@ def _reuse(runtime: VLMRuntime, num_threads: int | None, limits: dict[str, Any])
     return runtime.with_limits(**limits)
 
 
-def resolve_engine(engine: str) -> str:
-    """Turn "auto" into "openvino" where OpenVINO is installed, else "torch"; validate the others."""
+def check_engine(engine: str) -> str:
+    """``engine`` as a name of ``ENGINES`` (any case); ``ValueError`` naming the choices otherwise. The one
+    check of an engine name: ``ChatQwenVL``, ``load_runtime`` and so every front end go through it."""
     name = str(engine).lower()
     if name not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}.")
+    return name
+
+
+def resolve_engine(engine: str) -> str:
+    """Turn "auto" into "openvino" where OpenVINO is installed, else "torch"; validate the others."""
+    name = check_engine(engine)
     if name == "auto":
         return "openvino" if openvino_available() else "torch"
     return name

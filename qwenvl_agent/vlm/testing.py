@@ -6,7 +6,8 @@ deepstack and interleaved mrope; a byte-level BPE tokenizer trained on the spot 
 tokens; a chat template in the Qwen3-VL format written for this project; and the processor configs.
 
 ``scripted_replies(runtime, texts)`` makes the next generations spell out given texts, token by token,
-through the real ``generate`` — for tests that need a model reply with a known shape (tool calls, JSON).
+through the real decode loop — for tests (and the benchmark) that need a model reply with a known shape
+(tool calls, JSON) or length.
 """
 
 from __future__ import annotations
@@ -243,18 +244,22 @@ def make_tiny_checkpoint(path: str | Path, *, vocab_size: int = 640, seed: int =
 
 
 class _ScriptedLogits:
-    """A logits processor that forces the reply to spell out a given token sequence, then the end token."""
+    """A logits processor that forces the reply to spell out a given token sequence, then the end token.
+    ``upcoming`` tells the decode loop what it will force, so a grammar's jump-forward can agree with it."""
 
     def __init__(self, token_ids: list[int], eos_id: int, prompt_length: int):
         self.token_ids = token_ids
         self.eos_id = eos_id
         self.prompt_length = prompt_length
 
+    def upcoming(self, step: int, count: int) -> list[int]:
+        """The tokens forced at reply positions ``step`` to ``step + count - 1``."""
+        return [self.token_ids[i] if i < len(self.token_ids) else self.eos_id for i in range(step, step + count)]
+
     def __call__(self, input_ids, scores):
         import torch
 
-        step = input_ids.shape[1] - self.prompt_length
-        target = self.token_ids[step] if step < len(self.token_ids) else self.eos_id
+        target = self.upcoming(input_ids.shape[1] - self.prompt_length, 1)[0]
         forced = torch.full_like(scores, float("-inf"))
         forced[:, target] = 0.0
         return forced
@@ -264,8 +269,11 @@ class _ScriptedLogits:
 def scripted_replies(runtime, texts: Sequence[str]) -> Iterator[list[str]]:
     """Within the block, the next ``len(texts)`` generations of ``runtime`` reply with these texts.
 
-    The real processor, ``generate`` and decoding still run; only the choice of each next token is forced.
-    Yields the list of texts not yet used, so a test can check every reply was consumed.
+    The real processor, prefill and decode loop still run; only the choice of each next token is forced
+    (through ``runtime.logits_hook``). A scripted token wins over a grammar (``GenerationSettings.grammar``):
+    where the grammar would refuse it, the grammar steps aside for the rest of that reply, so tests can
+    script invalid calls on purpose. Yields the list of texts not yet used, so a test can check every
+    reply was consumed.
     """
     pending = list(texts)
     tokenizer = runtime.processor.tokenizer
@@ -277,11 +285,8 @@ def scripted_replies(runtime, texts: Sequence[str]) -> Iterator[list[str]]:
         ids = tokenizer.encode(pending.pop(0), add_special_tokens=False)
         return _ScriptedLogits(ids, eos_id, prompt_length)
 
-    runtime.logits_hooks.append(hook)
-    try:
+    with runtime.logits_hook(hook):
         yield pending
-    finally:
-        runtime.logits_hooks.remove(hook)
 
 
 def tool_call_text(name: str, arguments: dict, prefix: str = "") -> str:
