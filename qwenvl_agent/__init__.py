@@ -20,7 +20,7 @@ from .agent import (
 from . import samples
 from .extract import ExtractionResult, Extractor, extract
 from .agent.backends import chat_model
-from .tools import ChartData, ImageStore, OcrEngineError, UnknownImageError, make_tools, parse_chart_json
+from .tools import ChartData, ImageStore, OcrEngineError, UnknownImageError, chart_text, make_tools, parse_chart_json
 from .voice import AudioInputError, Transcript, speak, transcribe
 from .vlm import (
     DEFAULT_MODEL,
@@ -80,6 +80,7 @@ __all__ = [
     "ask",
     "astream",
     "build_agent",
+    "chart_text",
     "chat_model",
     "extract",
     "load_image",

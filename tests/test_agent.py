@@ -7,6 +7,7 @@ import gc
 import json
 import subprocess
 import sys
+import threading
 import time
 import uuid
 import weakref
@@ -320,3 +321,67 @@ def test_a_planners_bare_json_call_is_a_step_and_never_answer_text(tiny_model, m
     (turn,) = [m for m in prompts[-1].messages if m["role"] == "assistant"]
     assert [c["function"]["name"] for c in turn["tool_calls"]] == ["ocr_image"]
     assert "ocr_image" not in json.dumps(turn["content"])
+
+
+def test_the_calls_of_one_turn_run_in_the_order_the_planner_wrote_them(tiny_runtime, vlm):
+    # LangGraph starts the calls of a turn at once; the tools must still use the model in the planner's order.
+    images = [draw_text_image(f"page {n}") for n in range(1, 5)]
+    calls = [call("ocr_image", image_id=f"img-{n}") for n in range(1, 5)]
+    assistant, _ = assistant_with(vlm, [calls, "Done."], loop=True)
+    for _ in range(3):
+        with scripted_replies(tiny_runtime, [f"text of img-{n}" for n in range(1, 5)]) as left:
+            answer = assistant.ask("Read all four.", images)
+        assert left == []
+        assert [(s.args["image_id"], s.output) for s in answer.steps] == [(f"img-{n}", f"text of img-{n}") for n in range(1, 5)]
+
+
+def test_the_answer_streams_while_the_planner_writes_it_and_reports_its_first_token(tiny_model):
+    from slow_replies import slow_replies, story
+
+    llm = ChatQwenVL(model=tiny_model, max_tokens=200)
+    assistant = DocumentAssistant(llm, ocr_engine="rapidocr")
+    text = story(12)
+    arrivals = []
+    with slow_replies(llm.runtime, [text], seconds_per_token=0.02) as left:
+        for event in assistant.stream("Tell me a story.", [draw_invoice()]):
+            arrivals.append((time.perf_counter(), event))
+    assert left == []
+    tokens = [(at, event) for at, event in arrivals if isinstance(event, AnswerToken)]
+    answered_at, answer = arrivals[-1]
+    assert isinstance(answer, Answer) and answer.text == text
+    first_at, first = tokens[0]
+    assert text.startswith(first.text) and len(first.text) < len(text) // 4  # a piece, not the whole answer
+    assert answered_at - first_at > 0.5  # the reply was still being written (over a second of tokens)
+    assert 0 < answer.first_token_seconds < answer.seconds - 0.5
+    with scripted_replies(llm.runtime, ["Short answer."]):
+        result = assistant.ask("Again?", [draw_invoice()])
+    assert result.answer == "Short answer." and 0 < result.first_token_seconds <= result.seconds
+
+
+def test_the_cli_shows_the_planners_text_as_it_comes_and_the_answer_on_stdout(capsys):
+    from qwenvl_agent.cli import _StepPrinter
+
+    printer = _StepPrinter()
+    for event in [StepStarted(1), AnswerToken("The total", 1), AnswerToken(" is 1,500.00.", 1), Answer("The total is 1,500.00.")]:
+        printer.show(event)
+    out, err = capsys.readouterr()
+    assert "  The total is 1,500.00.\n" in err and err.index("[step 1]") < err.index("The total")
+    assert out == "\nAnswer: The total is 1,500.00.\n"
+
+
+def test_a_stopped_run_does_not_make_the_calls_still_waiting_for_their_turn(tiny_runtime, vlm):
+    from slow_replies import slow_replies, story
+
+    calls = [call("ocr_image", image_id="img-1"), call("ocr_image", image_id="img-2")]
+    assistant, _ = assistant_with(vlm, [calls, "Done."], max_tokens=400)
+    cancel = threading.Event()
+    events = []
+    with slow_replies(tiny_runtime, [story(40), "second page"], seconds_per_token=0.05) as left:
+        for event in assistant.stream("Read both.", [draw_invoice(), draw_invoice()], cancel=cancel):
+            events.append(event)
+            if isinstance(event, ToolCall) and event.args["image_id"] == "img-2":
+                threading.Timer(0.5, cancel.set).start()  # while the first call reads its page
+        stopped_at = time.perf_counter()
+    assert left == ["second page"]  # the second call never reached the model
+    assert not any(isinstance(e, Answer) for e in events)
+    assert time.perf_counter() - stopped_at < 5

@@ -12,6 +12,9 @@ from qwenvl_agent.bench.report import render_report
 from qwenvl_agent.bench.tokenizer import tokenizer_from_tiktoken
 
 
+MACHINE = {"date": "2026-11-26", "cpu": "Test CPU", "cores": 2, "memory_gb": 24, "flags": ["avx512_bf16"], "versions": {}}
+
+
 def test_a_worker_measures_one_pipeline_in_its_own_process(tiny_model):
     spec = {"pipeline": "torch", "checkpoint": tiny_model, "budgets": [16], "new_tokens": 4, "runs": 1}
     done = subprocess.run([sys.executable, "-m", "qwenvl_agent.bench.worker", json.dumps(spec)],
@@ -39,9 +42,16 @@ def test_the_agent_scenario_runs_end_to_end_with_realistic_replies(tiny_model):
     assert not any(step["is_error"] for step in result["steps"])
     assert result["answer"] == scripted_texts()[-1]
     steps = [call["step"] for call in result["generations"]]
-    assert steps == ["planner: call ocr_image", "ocr_image", "planner: call read_chart", "read_chart", "planner: answer"]
+    # Two planner calls: both tools in the first turn, then the answer.
+    assert steps == ["planner: call ocr_image and read_chart", "ocr_image", "read_chart", "planner: answer"]
     planner = [call for call in result["generations"] if call["step"].startswith("planner")]
-    assert planner[1]["reused_tokens"] > 0 and planner[2]["reused_tokens"] > planner[1]["reused_tokens"]
+    assert planner[1]["reused_tokens"] > 0
+    # The planner's prefix was warmed before the question: its first call reused all of it.
+    assert result["warm_tokens"] > 0 and planner[0]["reused_tokens"] == result["warm_tokens"]
+    assert 0 < result["first_answer_token_s"] < result["agent_s"]
+    report = render_report({"agent:torch": result}, MACHINE, {"runs": 1, "new_tokens": 4}, "qwen", quick=True)
+    row = next(line for line in report.splitlines() if line.startswith("| torch"))
+    assert f"| {result['first_answer_token_s']:.1f} s |" in row and f"({result['warm_tokens']} tokens)" in row
 
 
 def test_the_report_gives_ratios_to_the_naive_pipeline():
@@ -51,8 +61,7 @@ def test_the_report_gives_ratios_to_the_naive_pipeline():
                 "budgets": {"256": {"first_ttft_s": ttft, "ttft_s": ttft, "decode_tok_s": decode, "calls": [call]}}}
 
     results = {"naive": pipeline(10.0, 2.0, 60.0, 13.0), "torch": pipeline(5.0, 4.0, 20.0, 6.5)}
-    machine = {"date": "2026-11-26", "cpu": "Test CPU", "cores": 2, "memory_gb": 24, "flags": ["avx512_bf16"], "versions": {}}
-    report = render_report(results, machine, {"runs": 3, "new_tokens": 24}, "qwen", quick=False)
+    report = render_report(results, MACHINE, {"runs": 3, "new_tokens": 24}, "qwen", quick=False)
     assert "| decode speed | 2.00× |" in report
     assert "| time to first token at an equal image budget (256 tokens) | 2.00× |" in report
     assert "| three questions about one image, without reuse | 3.00× |" in report

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from qwenvl_agent.tools.chart_data import (
-    CHART_JSON_INSTRUCTIONS,
+    CHART_INSTRUCTIONS,
     ChartData,
     ChartParseError,
     ChartSeries,
+    chart_text,
     parse_chart_json,
 )
 
@@ -244,7 +245,55 @@ def test_to_rows():
 
 
 def test_instructions_example_parses_as_written():
-    example = CHART_JSON_INSTRUCTIONS[CHART_JSON_INSTRUCTIONS.index("{") : CHART_JSON_INSTRUCTIONS.rindex("}") + 1]
+    example = CHART_INSTRUCTIONS[CHART_INSTRUCTIONS.index("type:") : CHART_INSTRUCTIONS.index("Rules:")]
     chart = parse_chart_json(example)
-    assert chart.categories == ["2021", "2022", "2023"]
-    assert _table(chart) == [("Online", [120, 135.5, None]), ("Store", [80, 75, 90])]
+    assert (chart.chart_type, chart.title, chart.x_axis, chart.y_axis) == ("bar", "Sales by year", "Year", "Sales (USD)")
+    assert chart.categories == ["2021", "2022"]
+    assert _table(chart) == [("Online", [120, 135.5]), ("Store", [80, None])]
+    assert chart.answer is None
+
+
+COMPACT = """type: bar
+title: Quarterly sales 2025
+x: Quarter
+y: Sales (million CNY)
+Quarter | Sales 2025 | Target
+Q1 | 0.8 | 1
+Q2 | 0.9 | ?
+Q3 | 1.2 | 1
+Q4 | 1.0 | 1
+answer: Q3 is the best quarter with 1.2 million CNY."""
+SAME_AS_JSON = (
+    '{"chart_type": "bar", "title": "Quarterly sales 2025", "x_axis": "Quarter", "y_axis": "Sales (million CNY)", '
+    '"categories": ["Q1", "Q2", "Q3", "Q4"], "series": [{"name": "Sales 2025", "values": [0.8, 0.9, 1.2, 1.0]}, '
+    '{"name": "Target", "values": [1, null, 1, 1]}], "answer": "Q3 is the best quarter with 1.2 million CNY."}'
+)
+
+
+def test_the_compact_form_parses_to_the_same_chart_as_its_json():
+    assert parse_chart_json(COMPACT) == parse_chart_json(SAME_AS_JSON)
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "```\n" + COMPACT + "\n```",
+        COMPACT.replace("Quarter | Sales 2025 | Target", "| Quarter | Sales 2025 | Target |\n| --- | ---: | ---: |"),
+        COMPACT.replace("\n", "\n\n").replace("type: bar", "Chart type: bar"),
+        "Here is the chart you asked for:\n" + COMPACT,
+    ],
+    ids=["fenced", "markdown table", "blank lines, other key", "prose first"],
+)
+def test_the_compact_form_as_small_models_vary_it(written):
+    assert parse_chart_json(written) == parse_chart_json(SAME_AS_JSON)
+
+
+def test_chart_text_is_the_compact_form_and_reads_back():
+    chart = parse_chart_json(SAME_AS_JSON)
+    assert chart_text(chart) == COMPACT.replace("| 1.0 |", "| 1 |")
+    assert parse_chart_json(chart_text(chart)) == chart
+
+
+def test_a_compact_reply_cut_off_before_its_table_is_an_error_naming_both_forms():
+    with pytest.raises(ChartParseError, match="not chart JSON.*nor a chart table"):
+        parse_chart_json("type: bar\ntitle: Sales")

@@ -274,6 +274,25 @@ def test_the_agent_takes_files_and_images_together(served):
     assert error["param"] == "files[0]" and "base64" in error["message"]
 
 
+def test_the_agents_answer_streams_over_sse_before_it_is_complete(served):
+    from slow_replies import slow_replies, story
+
+    text = story(10)
+    body = {"question": "Tell me a story.", "images": [data_url(png_bytes(draw_invoice()))]}
+    arrivals = []
+    with slow_replies(served.runtime, [text], seconds_per_token=0.02):
+        with httpx.stream("POST", f"{served.url}/v1/agent", json=body, headers=AUTH, timeout=300) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: {"):
+                    arrivals.append((time.perf_counter(), json.loads(line[len("data: "):])))
+    answered_at, answer = arrivals[-1]
+    first_at, first = next((at, event) for at, event in arrivals if event["event"] == "AnswerToken")
+    assert answer["event"] == "Answer" and answer["text"] == text
+    assert text.startswith(first["text"]) and len(first["text"]) < len(text) // 4
+    assert answered_at - first_at > 0.5  # on the wire while the model was still writing
+    assert 0 < answer["first_token_seconds"] < answer["seconds"]
+
+
 def agent_events(served, body):
     with httpx.stream("POST", f"{served.url}/v1/agent", json=body, headers=AUTH, timeout=300) as response:
         assert response.status_code == 200

@@ -19,14 +19,15 @@ from typing import Any
 
 from cachetools import LRUCache
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import HumanMessage
+from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
-from qwenvl_agent.tools import DEFAULT_OCR_ENGINE, ImageStore, check_ocr_engine
+from qwenvl_agent.tools import DEFAULT_OCR_ENGINE, ImageStore, check_ocr_engine, make_tools
 from qwenvl_agent.vlm.bridge import WorkerRun
 from qwenvl_agent.vlm.cancel import CancelSignal, scoped_context
 from qwenvl_agent.vlm.cancel import current as current_cancel
 from qwenvl_agent.vlm.errors import QwenVLError
+from qwenvl_agent.vlm.registry import loaded_runtimes
 
 from .backends import planner_model
 from .event_builder import EventBuilder
@@ -53,6 +54,8 @@ class AgentResult:
     store: ImageStore
     thread_id: str
     stopped_early: bool = False
+    seconds: float | None = None  # the whole run
+    first_token_seconds: float | None = None  # from the question to the answer's first streamed token
 
 
 @dataclass
@@ -80,6 +83,10 @@ class DocumentAssistant:
     Conversations are bounded: at most ``max_conversations`` are kept (the least recently used one is let go
     first), and one unused for ``idle_seconds`` is let go when a new one starts; a conversation with a run under
     way is never let go. ``None`` lifts a bound.
+
+    ``warm_prefix`` (default on): the planner's system prompt and tool schemas are prefilled once and kept (in
+    memory and in the cache folder, see ``warm``), so the first planner call of a question prefills only the
+    question: when the assistant is built if the planner's model is loaded by then, else at the first question.
     """
 
     def __init__(
@@ -101,6 +108,7 @@ class DocumentAssistant:
         idle_seconds: float | None = DEFAULT_IDLE_SECONDS,
         index_pages: bool = True,
         max_image_pixels: int | None = None,
+        warm_prefix: bool = True,
     ):
         check_ocr_engine(ocr_engine)
         _check_bound("max_conversations", max_conversations, whole=True)
@@ -121,6 +129,27 @@ class DocumentAssistant:
         self._checkpointer = InMemorySaver()
         self._conversations: dict[str, _Conversation] = {}
         self._lock = threading.Lock()
+        self.warm_prefix = warm_prefix
+        if warm_prefix and _is_loaded(model):
+            self._warm_quietly()
+
+    def warm(self) -> Any:
+        """Have the planner's prompt prefix (the system prompt and the tool schemas) ready now: kept in memory,
+        read from the cache folder, or computed (and saved there). Loads the planner's model. Returns what was
+        done (a ``WarmPrefix``), or None for a planner that keeps no prefix (a remote server, a ChatQwenVL with
+        ``reuse_prefix=False``)."""
+        warm = getattr(self.model, "warm_prefix", None)
+        if warm is None:
+            return None
+        tools = make_tools(self.vlm, ImageStore(index_pages=False), ocr_engine=self.ocr_engine, **self.tool_budgets)
+        return warm([SystemMessage(content=self.system_prompt)], tools)
+
+    def _warm_quietly(self) -> None:
+        """``warm``, for a run about to start: a failure here is the run's to report (it meets it too)."""
+        try:
+            self.warm()
+        except Exception as exc:  # noqa: BLE001 - the run that follows reports what is wrong
+            log.info("The planner's prompt prefix was not prepared: %s", exc)
 
     def has_conversation(self, thread_id: str) -> bool:
         """Whether conversation ``thread_id`` is still kept (not yet let go for being idle or past the count)."""
@@ -165,6 +194,10 @@ class DocumentAssistant:
                 yield StepStarted(1)
                 updates = context.run(conversation.graph.stream, inputs, config, stream_mode=_STREAM_MODES)
                 try:
+                    if self.warm_prefix:
+                        # At once when it is held; else read from disk or computed, once. It meets what the first
+                        # planner call would (the model not loading, a busy queue, a stop) and ends the run so.
+                        context.run(self.warm)
                     while (item := context.run(next, updates, None)) is not None:
                         yield from builder.feed(*item)
                         if stopped.is_set():
@@ -205,13 +238,15 @@ class DocumentAssistant:
             if isinstance(event, Error):
                 raise AgentError(event.message)
             if isinstance(event, Answer):
-                return AgentResult(event.text, event.steps, self.store(thread_id), thread_id, event.stopped_early)
+                return AgentResult(event.text, event.steps, self.store(thread_id), thread_id, event.stopped_early,
+                                   event.seconds, event.first_token_seconds)
         raise AgentError("The agent ended without an answer.")
 
     def _begin(self, question: str, images: Iterable[Any], thread_id: str | None):
         """Check the question, add the images, and return what a run needs, or the ``Error`` that stops it."""
         if not question or not question.strip():
             return Error("The question is empty: type what you want to know about the images.")
+        started = time.perf_counter()
         thread_id = thread_id or new_thread_id()
         conversation = self._conversation(thread_id, run=True)  # the caller calls _finish when the run ends
         try:
@@ -221,7 +256,7 @@ class DocumentAssistant:
             return Error(str(exc))
         message = HumanMessage(content=_question_text(question.strip(), conversation.store))
         config = {"configurable": {"thread_id": thread_id}, "recursion_limit": 4 * self.max_steps + 10}
-        return conversation, {"messages": [message]}, config, EventBuilder(conversation.store)
+        return conversation, {"messages": [message]}, config, EventBuilder(conversation.store, started)
 
     def _conversation(self, thread_id: str, run: bool = False) -> _Conversation:
         with self._lock:
@@ -262,6 +297,12 @@ class DocumentAssistant:
                 del self._conversations[thread_id]
                 self._checkpointer.delete_thread(thread_id)
                 conversation.store.index.close(timeout=0)  # its pages are no longer wanted
+
+
+def _is_loaded(model: Any) -> bool:
+    """Whether ``model`` is a local model whose weights are already loaded (warming it would not load them)."""
+    name = getattr(model, "model", None)
+    return hasattr(model, "warm_prefix") and any(runtime.model_id == str(name) for runtime in loaded_runtimes())
 
 
 def _check_bound(name: str, value: Any, whole: bool) -> None:

@@ -15,8 +15,10 @@ from .events import Answer, AnswerToken, Event, Step, StepStarted, ToolCall, Too
 class EventBuilder:
     """Turns LangGraph's ``updates``/``messages`` stream into the typed events."""
 
-    def __init__(self, store: ImageStore):
+    def __init__(self, store: ImageStore, started: float | None = None):
         self.store = store
+        self.run_started = time.perf_counter() if started is None else started
+        self.first_text: dict[int, float] = {}  # when each step's first text token came
         self.step = 1
         self.steps: list[Step] = []
         self.started: dict[str, float] = {}
@@ -27,6 +29,7 @@ class EventBuilder:
         if mode == "messages":
             message, metadata = chunk
             if isinstance(message, AIMessageChunk) and metadata.get("langgraph_node") == "model" and message.text:
+                self.first_text.setdefault(self.step, time.perf_counter())
                 return [AnswerToken(message.text, self.step)]
             return []
         events: list[Event] = []
@@ -79,7 +82,14 @@ class EventBuilder:
         last = messages[-1] if messages else None
         text = last.text if isinstance(last, AIMessage) else ""
         stopped = bool(isinstance(last, AIMessage) and last.response_metadata.get("stopped_early"))
-        return Answer(text.strip(), list(self.steps), stopped_early=stopped)
+        first = None if stopped else self.first_text.get(self.step)
+        return Answer(
+            text.strip(),
+            list(self.steps),
+            stopped_early=stopped,
+            seconds=round(time.perf_counter() - self.run_started, 3),
+            first_token_seconds=None if first is None else round(first - self.run_started, 3),
+        )
 
 
 def _ids_in(args: dict[str, Any], store: ImageStore) -> list[str]:

@@ -90,11 +90,15 @@ _VERBS = {
 
 @dataclass(frozen=True)
 class Answer:
-    """The run is over: the final answer and every tool step taken for it."""
+    """The run is over: the final answer and every tool step taken for it. ``seconds``: the whole run;
+    ``first_token_seconds``: from the question to the first streamed token of the answer (None when the answer
+    was not streamed, such as the step limit's message)."""
 
     text: str
     steps: list[Step] = field(default_factory=list)
     stopped_early: bool = False
+    seconds: float | None = None
+    first_token_seconds: float | None = None
 
 
 @dataclass(frozen=True)

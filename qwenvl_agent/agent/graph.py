@@ -3,7 +3,9 @@ and a bound on the number of steps."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,28 +16,35 @@ from langchain_core.messages import AIMessage, ToolMessage
 from langchain_core.tools import BaseTool
 
 from qwenvl_agent.tools import DEFAULT_OCR_ENGINE, ImageStore, make_tools
+from qwenvl_agent.vlm.cancel import current as current_cancel
+from qwenvl_agent.vlm.errors import GenerationCancelled
 from qwenvl_agent.vlm.tool_calls import parse_call
 
 from .backends import planner_model
 
-SYSTEM_PROMPT = """You answer questions about the user's images and documents. You cannot see them yourself: \
-you use tools. They work on image ids such as img-1 or doc-1/page-2; search_document searches them all.
+SYSTEM_PROMPT = """You answer questions about the user's images and documents. You cannot see them: you use \
+tools on their ids (img-1, doc-1/page-2).
 
 How to work:
-1. For a document with many pages, first search_document for the words of the question, then read_page_text \
-on the pages it finds. read_page_text also gives the text of any page or image at once.
-2. Pick the tool that fits: ocr_image for text and numbers when read_page_text is not enough; read_chart for \
-charts and graphs; describe_image for photos and scenes; locate_in_image to find where something is; \
-zoom_image to look closer at small print or at a located box, then ocr_image on the new id.
-3. Read the tool's result. If a tool fails, read the error and try again with a fix (another id, another tool).
-4. When you have what you need, stop calling tools and answer.
+1. Call every tool you need at once, one <tool_call> block each. For a question about two images, read both \
+in one turn:
+<tool_call>
+{"name": "ocr_image", "arguments": {"image_id": "img-1"}}
+</tool_call>
+<tool_call>
+{"name": "read_chart", "arguments": {"image_id": "img-2"}}
+</tool_call>
+2. Long documents: search_document first, then read_page_text on the pages it finds.
+3. Text and numbers: read_page_text, else ocr_image. Charts: read_chart. Photos: describe_image. Small print: \
+locate_in_image, then zoom_image, then ocr_image on the new id.
+4. If a tool fails, read the error and call again with a fix.
+5. When you have what you need, answer without tools.
 
 Your answer:
-- Answer in the language of the user's question.
-- Give the figures you used and where each comes from, citing the page or image (for example: "total \
-1,500.00, page doc-1/page-7").
-- Do the arithmetic step by step when comparing numbers.
-- If the images do not contain the answer, say so plainly. Never invent a number."""
+- In the language of the question.
+- Give each figure with its source (for example: "total 1,500.00, doc-1/page-7").
+- Compare numbers step by step.
+- If the images do not hold the answer, say so. Never invent a number."""
 
 LIMIT_MESSAGE = (
     "I stopped after {steps} steps without reaching a final answer. Ask a narrower question (for example about "
@@ -93,6 +102,65 @@ class ReturnBrokenCalls(AgentMiddleware):
     async def aafter_model(self, state, runtime) -> dict[str, Any] | None:
         return self.after_model(state, runtime)
 
+
+class CallsInOrder(AgentMiddleware):
+    """The calls of one planner turn run one after another, in the order the planner wrote them. LangGraph
+    starts them all at once; the tools share one model, and a reply read with the second call's image but
+    meant for the first would be wrong (the bench and the tests script the replies in that order)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._turn = threading.Condition()
+        self._done: dict[tuple[str, ...], int] = {}  # calls of each turn that have run
+
+    def wrap_tool_call(self, request, handler):
+        turn, index = _place(request.state, request.tool_call.get("id"))
+        stop = current_cancel()
+        with self._turn:
+            while self._done.get(turn, 0) < index:
+                _check(stop)
+                self._turn.wait(0.1)
+        try:
+            return handler(request)
+        finally:
+            self._finish(turn)
+
+    async def awrap_tool_call(self, request, handler):
+        turn, index = _place(request.state, request.tool_call.get("id"))
+        stop = current_cancel()
+        while self._done.get(turn, 0) < index:
+            _check(stop)
+            await asyncio.sleep(0.01)
+        try:
+            return await handler(request)
+        finally:
+            self._finish(turn)
+
+    def _finish(self, turn: tuple[str, ...]) -> None:
+        """One more call of ``turn`` has run (or failed)."""
+        with self._turn:
+            self._done[turn] = self._done.get(turn, 0) + 1
+            if self._done[turn] >= len(turn):
+                del self._done[turn]
+            self._turn.notify_all()
+
+
+def _check(stop: Any) -> None:
+    """A run stopped while a call waited for its turn: the call is not made."""
+    if stop is not None and stop.is_set():
+        raise GenerationCancelled("The run was stopped before this tool call's turn came.")
+
+
+def _place(state: Any, call_id: str | None) -> tuple[tuple[str, ...], int]:
+    """The ids of the calls of the planner turn that made ``call_id``, and its place among them."""
+    messages = state.get("messages", []) if isinstance(state, dict) else getattr(state, "messages", [])
+    for message in reversed(messages):
+        if isinstance(message, AIMessage) and message.tool_calls:
+            ids = tuple(str(call.get("id")) for call in message.tool_calls)
+            if str(call_id) in ids:
+                return ids, ids.index(str(call_id))
+            break
+    return (str(call_id),), 0
 
 class KnownIds(AgentMiddleware):
     """At each planner step, a local ``ChatQwenVL`` planner is told the ids the conversation's store holds at that
@@ -193,6 +261,6 @@ def build_agent(
         model,
         list(tools),
         system_prompt=system_prompt,
-        middleware=[StepLimit(max_steps), ReturnBrokenCalls(), KnownIds(stores, tool_choice)],
+        middleware=[StepLimit(max_steps), ReturnBrokenCalls(), KnownIds(stores, tool_choice), CallsInOrder()],
         checkpointer=checkpointer,
     )

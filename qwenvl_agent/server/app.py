@@ -76,6 +76,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         max_tokens=settings.max_new_tokens,
         max_image_pixels=settings.max_image_pixels,
     )
+    loader.then = assistant.warm
     admission = Admission(1 + settings.max_waiting)
     app.state.llm, app.state.assistant, app.state.settings, app.state.loader = llm, assistant, settings, loader
     add_error_handlers(app)

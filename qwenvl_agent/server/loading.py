@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -25,6 +26,7 @@ class ModelLoader:
         self.status = "loading"
         self.error: str | None = None
         self._thread: threading.Thread | None = None
+        self.then: Any = None  # run once the model is loaded, before "ok": the agent's planner prefix warm-up
 
     def start(self) -> None:
         if self._thread is None:
@@ -40,6 +42,11 @@ class ModelLoader:
             self.error = str(exc) if isinstance(exc, QwenVLError) else f"{type(exc).__name__}: {exc}"
             self.status = "error"
             return
+        if self.then is not None:
+            try:
+                self.then()
+            except Exception:  # noqa: BLE001 - the agent works without it, each question then pays for its prefix
+                log.exception("The agent's planner prefix could not be prepared")
         log.info("Model %s is ready (engine %s, %s).", self.llm.model, runtime.engine_name, runtime.weights)
         self.status = "ok"
 

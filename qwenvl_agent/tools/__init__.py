@@ -8,7 +8,7 @@ from langchain_core.language_models import BaseChatModel
 
 from .base import ImageTool
 from .chart import ChartTool
-from .chart_data import ChartData, ChartParseError, ChartSeries, parse_chart_json
+from .chart_data import ChartData, ChartParseError, ChartSeries, chart_text, parse_chart_json
 from .describe import DescribeTool
 from .layout import TextPiece, to_text
 from .locate import LocateTool, parse_boxes
@@ -72,6 +72,7 @@ __all__ = [
     "TextPiece",
     "UnknownImageError",
     "ZoomTool",
+    "chart_text",
     "check_ocr_engine",
     "make_tools",
     "parse_boxes",

@@ -5,19 +5,18 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from .base import ImageTool
-from .chart_data import CHART_JSON_INSTRUCTIONS, ChartParseError, parse_chart_json
+from .chart_data import CHART_INSTRUCTIONS, ChartParseError, parse_chart_json
 
 
 class ChartArgs(BaseModel):
-    image_id: str = Field(description="Id of the image with the chart, for example img-2.")
-    question: str | None = Field(default=None, description="Optional question about the chart to answer.")
+    image_id: str = Field(description="Id of the chart image, for example img-2.")
+    question: str | None = Field(default=None, description="Optional question about the chart.")
 
 
 class ChartTool(ImageTool):
     name: str = "read_chart"
     description: str = (
-        "Read a chart or graph (bar, line, pie). Returns its title, axes and every value as a table, and answers "
-        "the question if you give one. Use it for questions about numbers shown in a chart."
+        "Read a chart (bar, line, pie): its title, axes and every value as a table; answers the question if given."
     )
     args_schema: type[BaseModel] = ChartArgs
     max_image_tokens: int = 1024
@@ -25,7 +24,7 @@ class ChartTool(ImageTool):
 
     def _use(self, image_id: str, question: str | None = None):
         image = self.store.get(image_id)
-        instruction = "Read this chart. " + CHART_JSON_INSTRUCTIONS
+        instruction = "Read this chart. " + CHART_INSTRUCTIONS
         if question:
             instruction += f"\nQuestion: {question}"
         reply = self.look(image, instruction)

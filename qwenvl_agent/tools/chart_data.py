@@ -1,8 +1,9 @@
 """What a chart says, as data: the result model of chart reading and a tolerant parser for it.
 
-A 2B model asked for chart JSON writes something close to it: fenced or surrounded by prose, with
-single quotes, trailing commas, Python literals, numbers such as "1.2M" or "$4.50", other key names,
-or cut off at the token limit. ``parse_chart_json`` accepts all of these; ``ChartData`` coerces the
+The chart prompt asks for the compact form (``chart_compact``: key lines and a ``|`` table). A 2B model may
+write JSON instead, or something close to it: fenced or surrounded by prose, with single quotes, trailing
+commas, Python literals, numbers such as "1.2M" or "$4.50", other key names, or cut off at the token limit.
+``parse_chart_json`` accepts both forms and all of these; ``ChartData`` coerces the
 values, so ``ChartData.model_validate`` is equally forgiving of structured output from any model.
 
 Length rule: every series and the category list are padded to the longest of them, with ``None``
@@ -11,37 +12,18 @@ values and ``""`` labels, so a table never silently loses a value the model did 
 
 from __future__ import annotations
 
-import json
-import math
 import re
-from itertools import accumulate
 from typing import Any
 
-import json_repair
 from pydantic import BaseModel, ValidationError, field_validator, model_validator
 
-from qwenvl_agent.vlm.tool_calls import json_value_span
+from .chart_compact import CHART_INSTRUCTIONS, chart_text, may_be_compact, parse_compact
+from .chart_json import json_candidates, load_json
+from .chart_values import format_number, to_number, to_text
 
-__all__ = ["CHART_JSON_INSTRUCTIONS", "ChartData", "ChartParseError", "ChartSeries", "parse_chart_json"]
-
-CHART_JSON_INSTRUCTIONS = """\
-Reply with one JSON object and nothing else, like this:
-{"chart_type": "bar", "title": "Sales by year", "x_axis": "Year", "y_axis": "Sales (USD)",
- "categories": ["2021", "2022", "2023"],
- "series": [{"name": "Online", "values": [120, 135.5, null]}, {"name": "Store", "values": [80, 75, 90]}],
- "answer": null}
-Rules:
-- chart_type: bar, line, pie, scatter, area or other.
-- categories: the labels along the x axis (for a pie chart: the slice labels), left to right.
-- series: one per legend entry (one if there is no legend), values in the same order as categories.
-- values are plain numbers: 1200000, not "1.2M"; 33.3, not "33.3%". Use null for a value you cannot read.
-- answer: a short answer to the question, if there is one; otherwise null."""
+__all__ = ["CHART_INSTRUCTIONS", "ChartData", "ChartParseError", "ChartSeries", "chart_text", "parse_chart_json"]
 
 MAX_QUOTED_CHARS = 200
-MAX_CANDIDATES = 20  # JSON starts tried per reply; bounds the work on long, bracket-heavy prose
-# A chart nests a few levels deep; deeper text is a model repeating "{" or "[" to its limit, which costs
-# seconds to repair and holds no chart.
-MAX_DEPTH = 16
 
 _KEY_ALIASES = {
     "type": "chart_type", "chart": "chart_type", "kind": "chart_type", "charttype": "chart_type",
@@ -58,21 +40,7 @@ _SERIES_KEY_ALIASES = {
     "data": "values", "y": "values", "y_values": "values", "points": "values", "value": "values",
 }
 _LABEL_KEYS = ("label", "category", "name", "x", "key", "group", "year", "month", "date", "period")
-_AXIS_TITLE_KEYS = ("title", "name", "label", "text")
 _STRUCTURE_KEYS = ("categories", "series", "data")
-
-_MISSING = {"", "n/a", "na", "-", "--", "—", "–", "?", "null", "none", "nan", "unknown"}
-_SCALES = {
-    "k": 1e3, "thousand": 1e3, "m": 1e6, "mn": 1e6, "mio": 1e6, "million": 1e6,
-    "b": 1e9, "bn": 1e9, "billion": 1e9, "t": 1e12, "tn": 1e12, "trillion": 1e12,
-}
-# Sign and currency ("-$", "US$", "USD "), the digits, then a unit ("M", "%", "kg", "USD"). Letters
-# alone never prefix a number, so a label such as "Q1" is not read as 1.
-_NUMBER_TEXT = re.compile(
-    r"(?P<prefix>[-+\u2212~≈]?\s*(?:[A-Za-z]{0,3}[$€£¥₹₩]|[A-Za-z]{2,3}\s)?\s*[-+\u2212]?)\s*"
-    r"(?P<digits>\d[\d,.]*|\.\d+)\s*(?P<unit>[^\d]{0,20})"
-)
-_FENCE = re.compile(r"```[ \t]*[\w+-]*[ \t]*\n?(.*?)(?:```|\Z)", re.DOTALL)
 
 
 class ChartParseError(ValueError):
@@ -97,12 +65,12 @@ class ChartSeries(BaseModel):
     @field_validator("name", mode="before")
     @classmethod
     def _coerce_name(cls, value: Any) -> str:
-        return _to_text(value) or ""
+        return to_text(value) or ""
 
     @field_validator("values", mode="before")
     @classmethod
     def _coerce_values(cls, value: Any) -> list[float | None]:
-        return [_to_number(item) for item in _as_list(value)]
+        return [to_number(item) for item in _as_list(value)]
 
 
 class ChartData(BaseModel):
@@ -124,18 +92,18 @@ class ChartData(BaseModel):
     @field_validator("chart_type", mode="before")
     @classmethod
     def _coerce_chart_type(cls, value: Any) -> str:
-        text = (_to_text(value) or "unknown").lower()
+        text = (to_text(value) or "unknown").lower()
         return re.sub(r"[\s_-]*(chart|graph|plot)$", "", text) or "unknown"
 
     @field_validator("title", "x_axis", "y_axis", "answer", mode="before")
     @classmethod
     def _coerce_text(cls, value: Any) -> str | None:
-        return _to_text(value)
+        return to_text(value)
 
     @field_validator("categories", mode="before")
     @classmethod
     def _coerce_categories(cls, value: Any) -> list[str]:
-        return [_to_text(item) or "" for item in _as_list(value)]
+        return [to_text(item) or "" for item in _as_list(value)]
 
     @model_validator(mode="after")
     def _align(self) -> ChartData:
@@ -159,7 +127,7 @@ class ChartData(BaseModel):
             header = [self.x_axis or "category"] + [series.name for series in self.series]
             lines += ["", _table_row(header), "| --- |" + " ---: |" * len(self.series)]
             for index, category in enumerate(self.categories):
-                cells = [category] + [_format_number(series.values[index]) for series in self.series]
+                cells = [category] + [format_number(series.values[index]) for series in self.series]
                 lines.append(_table_row(cells))
         if self.answer:
             lines += ["", f"Answer: {self.answer}"]
@@ -174,9 +142,15 @@ class ChartData(BaseModel):
 
 
 def parse_chart_json(text: str) -> ChartData:
-    """The chart in a model's reply; ``ChartParseError`` if the reply holds no usable chart JSON."""
-    for candidate, whole in _json_candidates(text):
-        parsed, repaired = _loads(candidate)
+    """The chart in a model's reply, in the compact form or as JSON; ``ChartParseError`` if it holds neither."""
+    fields = parse_compact(text) if may_be_compact(text) else None
+    if fields is not None:
+        try:
+            return ChartData.model_validate(fields)
+        except ValidationError:
+            pass  # then it may still hold JSON
+    for candidate, whole in json_candidates(text):
+        parsed, repaired = load_json(candidate)
         if parsed is None or (not whole and not _looks_like_chart(parsed)):
             continue
         if whole and repaired and not isinstance(parsed, dict):
@@ -189,7 +163,8 @@ def parse_chart_json(text: str) -> ChartData:
             return chart
     quoted = text.strip()[:MAX_QUOTED_CHARS]
     raise ChartParseError(
-        "The model's reply was not chart JSON (an object with \"categories\" and \"series\"). "
+        "The model's reply was not chart JSON (an object with \"categories\" and \"series\") nor a chart table "
+        "(\"type:\" lines over a table of values). "
         f"It began: {quoted!r}"
     )
 
@@ -286,7 +261,7 @@ def _records(records: list[dict]) -> tuple[list[Any] | None, dict[str, list[Any]
     keys = list(dict.fromkeys(key for record in records for key in record))
     label_key = next((key for key in keys if str(key).lower() in _LABEL_KEYS), None)
     if label_key is None:
-        label_key = next((key for key in keys if _to_number(records[0].get(key)) is None), None)
+        label_key = next((key for key in keys if to_number(records[0].get(key)) is None), None)
     if label_key is None and len(keys) > 1:  # every value numeric: the first key holds the labels
         label_key = keys[0]
     labels = None if label_key is None else [record.get(label_key) for record in records]
@@ -338,129 +313,5 @@ def _unique(name: str, taken: set[str]) -> str:
     return candidate
 
 
-# Values: numbers and text as models write them.
-
-
-def _to_number(value: Any) -> float | None:
-    """A float from a number or from text such as "1.2M", "33.3%", "$4.50", "¥1,234.00"; None if
-    missing ("", "N/A", "-") or not a number."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        try:
-            number = float(value)
-        except OverflowError:  # an integer beyond any float
-            return None
-        return number if math.isfinite(number) else None
-    if not isinstance(value, str) or value.strip().lower() in _MISSING:
-        return None
-    return _number_from_text(value.strip())
-
-
-def _number_from_text(text: str) -> float | None:
-    try:
-        number = float(text)  # plain and scientific notation: "12", "-3.5", "1e5"
-    except ValueError:
-        pass
-    else:
-        return number if math.isfinite(number) else None
-    match = _NUMBER_TEXT.fullmatch(text)
-    digits = _plain_digits(match["digits"]) if match else None
-    if digits is None:
-        return None
-    unit = match["unit"].strip().lower().split(" ")[0].rstrip(".")
-    number = float(digits) * _SCALES.get(unit, 1.0)
-    if not math.isfinite(number):  # hundreds of digits
-        return None
-    return -number if "-" in match["prefix"] or "\u2212" in match["prefix"] else number
-
-
-def _plain_digits(digits: str) -> str | None:
-    """Digits with thousands separators removed and a "." decimal point, or None if ambiguous.
-
-    "1,200" and "1.234.567" group thousands; "4,50" and "1.234,56" use a decimal comma.
-    """
-    digits = digits.rstrip(".,")
-    if "," in digits and "." in digits:
-        decimal = "," if digits.rfind(",") > digits.rfind(".") else "."
-        thousands = "." if decimal == "," else ","
-        return digits.replace(thousands, "").replace(decimal, ".")
-    for separator in ",.":
-        groups = digits.split(separator)
-        if len(groups) > 2 or (separator == "," and len(groups) == 2):
-            if all(len(group) == 3 for group in groups[1:]):
-                return "".join(groups)
-            return ".".join(groups) if len(groups) == 2 else None
-    return digits
-
-
-def _to_text(value: Any) -> str | None:
-    """Display text: stripped, None when empty; 2019.0 becomes "2019"; {"title": ...} its title."""
-    if value is None:
-        return None
-    if isinstance(value, dict):
-        return _to_text(_first(value, _AXIS_TITLE_KEYS))
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    text = str(value).strip()
-    return text or None
-
-
-def _format_number(value: float | None) -> str:
-    if value is None:
-        return ""
-    if value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return f"{value:.10g}"
-
-
 def _table_row(cells: list[str]) -> str:
     return "| " + " | ".join(" ".join(cell.split()).replace("|", "\\|") for cell in cells) + " |"
-
-
-# Text: finding the JSON in a reply and repairing it.
-
-
-def _json_candidates(text: str):
-    """Yield ``(json_text, whole)``: fenced blocks and the whole reply first, then every object or
-    list that starts inside the prose, cut off where its brackets balance."""
-    for block in _FENCE.findall(text):
-        yield block.strip(), True
-    yield text.strip(), True
-    starts = [index for index, char in enumerate(text) if char in "{["]
-    for start in starts[:MAX_CANDIDATES]:
-        yield _balanced(text, start), False
-
-
-def _balanced(text: str, start: int) -> str:
-    """The object or list starting at ``start``; if the reply stops early, it is closed here."""
-    end, quote, closers = json_value_span(text, start)
-    if not closers:
-        return text[start:end]
-    return (text[start:] + quote).rstrip().rstrip(",") + closers
-
-
-def _loads(candidate: str) -> tuple[Any, bool]:
-    """``candidate`` parsed as JSON, else repaired as models write it (single quotes, trailing commas, Python
-    literals, unquoted words, a cut-off end) by json-repair; and whether it was repaired. None if nothing is
-    left."""
-    if _depth(candidate) > MAX_DEPTH:
-        return None, False
-    try:
-        return json.loads(candidate, strict=False), False
-    except (ValueError, RecursionError):
-        pass
-    try:
-        repaired = json_repair.loads(candidate)
-    except (ValueError, RecursionError):  # nested deeper than the repairer recurses
-        return None, True
-    return (repaired if isinstance(repaired, (dict, list)) and repaired else None), True
-
-
-_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
-_STEP = {"{": 1, "[": 1, "}": -1, "]": -1}
-
-
-def _depth(text: str) -> int:
-    """How deep the brackets of ``text`` nest, outside double-quoted strings."""
-    return max(accumulate(_STEP.get(char, 0) for char in _QUOTED.sub("", text)), default=0)

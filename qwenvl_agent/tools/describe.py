@@ -9,14 +9,13 @@ from .base import ImageTool
 
 class DescribeArgs(BaseModel):
     image_id: str = Field(description="Id of the image to describe, for example img-1.")
-    focus: str | None = Field(default=None, description="Optional thing to pay attention to, for example 'the people'.")
+    focus: str | None = Field(default=None, description="Optional thing to look at, for example 'the people'.")
 
 
 class DescribeTool(ImageTool):
     name: str = "describe_image"
     description: str = (
-        "Describe what an image shows: the scene, objects, people, colours and any notable details. Use it for "
-        "photos and pictures, or to find out what kind of document an image is."
+        "Describe what a photo or picture shows (scene, objects, people, details), or what kind of document it is."
     )
     args_schema: type[BaseModel] = DescribeArgs
     max_image_tokens: int = 768

@@ -24,15 +24,15 @@ MAX_BOXES = 30
 
 
 class LocateArgs(BaseModel):
-    image_id: str = Field(description="Id of the image to search, for example img-1 or doc-1/page-2.")
-    what: str = Field(description="What to find, in a few words: 'the total amount', 'the table', 'signatures'.")
+    image_id: str = Field(description="Image or page id, for example img-1 or doc-1/page-2.")
+    what: str = Field(description="What to find, in a few words: 'the total amount'.")
 
 
 class LocateTool(ImageTool):
     name: str = "locate_in_image"
     description: str = (
-        "Find where something is in an image (a table, the total, a stamp, a person…). Returns boxes "
-        "[x1, y1, x2, y2] from 0 to 1000 with labels; give a box to zoom_image to look closer."
+        "Find where something is in an image (a table, the total, a stamp). Returns labelled boxes "
+        "[x1, y1, x2, y2], 0-1000, to give to zoom_image."
     )
     args_schema: type[BaseModel] = LocateArgs
     max_image_tokens: int = 1024

@@ -54,10 +54,10 @@ _NUMBERED = re.compile(r"^\s*(\d+)\s*[:.)]\s*(.*?)\s*$")
 
 
 class OcrArgs(BaseModel):
-    image_id: str = Field(description="Id of the image or page to read, for example img-1 or doc-1/page-2.")
+    image_id: str = Field(description="Image or page id, for example img-1 or doc-1/page-2.")
     region: Box | None = Field(
         default=None,
-        description="Optional part to read: [x1, y1, x2, y2] from 0 to 1000 (0,0 = top left). Leave empty for all.",
+        description="Optional part to read: [x1, y1, x2, y2], 0-1000 from the top left.",
     )
     # For programmatic callers and chains; hidden from the planner's view of the tool.
     engine: Annotated[Literal["vlm", "rapidocr", "hybrid"] | None, InjectedToolArg] = Field(
@@ -68,8 +68,7 @@ class OcrArgs(BaseModel):
 class OcrTool(ImageTool):
     name: str = "ocr_image"
     description: str = (
-        "Read all the text in an image (invoices, receipts, forms, pages, screenshots). Returns the text line by "
-        "line, tables as Markdown. Use it to find numbers, dates, names and totals."
+        "Read the text of an image or page, line by line, tables as Markdown: numbers, dates, names, totals."
     )
     args_schema: type[BaseModel] = OcrArgs
     max_image_tokens: int = 2048

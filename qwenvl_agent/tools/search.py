@@ -19,16 +19,16 @@ MAX_PAGE_CHARS = 6000
 
 
 class SearchArgs(BaseModel):
-    query: str = Field(description="Words to look for, for example 'total amount due' or 'termination notice period'.")
-    doc_id: str | None = Field(default=None, description="Optional document (doc-1) or image (img-2) to search. Leave empty for all.")
-    k: int = Field(default=5, ge=1, le=20, description="How many pages to return (default 5).")
+    query: str = Field(description="Words to look for, for example 'termination notice period'.")
+    doc_id: str | None = Field(default=None, description="Optional document (doc-1) or image (img-2); empty for all.")
+    k: int = Field(default=5, ge=1, le=20, description="How many pages.")
 
 
 class SearchTool(ImageTool):
     name: str = "search_document"
     description: str = (
-        "Search the text of every page and image for words. Returns the best pages with their matching lines. Use it "
-        "first for documents with many pages, then read_page_text on the pages it finds."
+        "Search the text of every page and image for words. Returns the best pages and their matching lines; "
+        "then read_page_text on them."
     )
     args_schema: type[BaseModel] = SearchArgs
 
@@ -66,14 +66,13 @@ class SearchTool(ImageTool):
 
 
 class ReadPageArgs(BaseModel):
-    page_id: str = Field(description="Id of the page or image to read, for example doc-1/page-7 or img-2.")
+    page_id: str = Field(description="Page or image id, for example doc-1/page-7 or img-2.")
 
 
 class ReadPageTool(ImageTool):
     name: str = "read_page_text"
     description: str = (
-        "Read the text of a page or image at once, from the document's own text (or OCR). Use it before ocr_image; "
-        "use ocr_image or zoom_image only when this text is not enough."
+        "Read the text of a page or image at once (its text layer, or OCR). Use it before ocr_image."
     )
     args_schema: type[BaseModel] = ReadPageArgs
 

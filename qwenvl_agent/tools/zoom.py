@@ -38,18 +38,16 @@ Box = Annotated[list[float], BeforeValidator(_as_box), Field(min_length=4, max_l
 
 
 class ZoomArgs(BaseModel):
-    image_id: str = Field(description="Id of the image to zoom into, for example img-1 or doc-1/page-1.")
+    image_id: str = Field(description="Image or page id, for example img-1 or doc-1/page-1.")
     box: Box = Field(
-        description="Region [x1, y1, x2, y2] from 0 to 1000: (0, 0) is the top left corner, (1000, 1000) the "
-        "bottom right. Example: [500, 0, 1000, 500] is the top right quarter."
+        description="Region [x1, y1, x2, y2], 0-1000 from the top left: [500, 0, 1000, 500] is the top right quarter."
     )
 
 
 class ZoomTool(ImageTool):
     name: str = "zoom_image"
     description: str = (
-        "Zoom into a region of an image to see small print better: the region is enlarged. Returns the id of the "
-        "zoomed image; then call ocr_image or describe_image with that new id."
+        "Enlarge a region of an image to read small print. Returns a new image id: call ocr_image on it."
     )
     args_schema: type[BaseModel] = ZoomArgs
 

@@ -359,6 +359,16 @@ class ChatQwenVL(BaseChatModel):
         choice = normalise_tool_choice(tool_choice, [t["function"]["name"] for t in formatted])
         return super().bind(tools=formatted, tool_choice=choice, **kwargs)
 
+    def warm_prefix(self, messages: list[BaseMessage], tools: Sequence[Any] = ()) -> Any:
+        """Have the KV state of ``messages`` with ``tools`` offered (an agent's system prompt and tools) ready, so
+        a later call whose prompt starts with them prefills only the rest: see ``VLMRuntime.warm_prefix``. Loads
+        the model. None when this model does not reuse prefixes (``reuse_prefix=False``)."""
+        if not self.reuse_prefix:
+            return None
+        options = {"tools": [convert_to_openai_tool(tool) for tool in tools]} if tools else {}
+        prompt, _ = self._request(list(messages), None, options)
+        return self.runtime.warm_prefix(prompt.messages, prompt.tools)
+
     def with_structured_output(
         self,
         schema: dict[str, Any] | type | None = None,

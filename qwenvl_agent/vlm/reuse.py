@@ -12,6 +12,9 @@ bounded caches let a call skip what an earlier one already computed:
   whose tokens agree but whose images differ share nothing from the first differing image on: image
   placeholders are the same token whatever the picture, so images are compared by their keys.
 
+A prefix without images (a planner's system prompt and tool schemas) can be saved to a file and loaded
+in another process (``PrefixCache.save``/``load``; see ``warm.py``).
+
 Both are bounded in bytes and evict the least recently used entry first. The bytes are those the entries
 keep alive (whole buffers, state copies, token ids), and entries are kept compact, so a bound is a bound.
 """
@@ -20,10 +23,12 @@ from __future__ import annotations
 
 import array
 import hashlib
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -279,6 +284,72 @@ class PrefixCache:
 
     def clear(self) -> None:
         self._lru.clear()
+
+    def save(self, tokens: Sequence[int], path: Path, metadata: dict[str, str] | None = None) -> bool:
+        """Write the KV state of ``tokens`` (a prompt without images, held whole by an entry) to ``path``, in
+        the precision it is kept in; False if no entry holds them. The file appears whole or not at all."""
+        from safetensors.torch import save_file
+
+        entry, length = self.match(tokens, (), limit=len(tokens))
+        if entry is None or length < len(tokens):
+            return False
+        tensors, kind = _kv_tensors_to_save(entry.kv, length)
+        tensors["tokens"] = _torch_tensor(np.asarray(tokens[:length], dtype=np.int32))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        save_file(tensors, str(partial), metadata={**(metadata or {}), "kv": kind})
+        os.replace(partial, path)
+        return True
+
+    def load(self, path: Path) -> int:
+        """Keep the prefix saved in ``path`` (by ``save``); returns its length in tokens."""
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as saved:
+            kind = (saved.metadata() or {}).get("kv")
+            tensors = {name: saved.get_tensor(name) for name in saved.keys()}
+        tokens = tensors.pop("tokens").tolist()
+        count = len(tensors) // 2 if kind == "layers" else len(tensors)
+        if kind == "layers":
+            kv: Any = KeptKV([KeptLayer(tensors[f"k.{i}"], tensors[f"v.{i}"]) for i in range(count)])
+        elif kind == "states":
+            kv = [tensors[f"s.{i}"].numpy() for i in range(count)]
+        else:
+            raise ValueError(f"{path} is not a saved prompt prefix (kv={kind!r}).")
+        self.add(PrefixEntry(tokens, (), kv))
+        return len(tokens)
+
+
+@dataclass
+class KeptLayer:
+    keys: Any
+    values: Any
+
+
+@dataclass
+class KeptKV:
+    """A torch KV cache as read from a file: one ``KeptLayer`` (keys and values) per layer. The torch engine
+    copies what it needs out of it into a cache of its own, as from any kept entry."""
+
+    layers: list[KeptLayer] = field(default_factory=list)
+
+
+def _kv_tensors_to_save(kv: Any, length: int) -> tuple[dict[str, Any], str]:
+    """The first ``length`` positions of a kept KV state as named tensors: a torch cache's layers (keys and
+    values), or the OpenVINO engine's state arrays (sequence on axis 2 in both)."""
+    if hasattr(kv, "layers"):
+        tensors = {}
+        for index, layer in enumerate(kv.layers):
+            tensors[f"k.{index}"] = layer.keys[:, :, :length].contiguous()
+            tensors[f"v.{index}"] = layer.values[:, :, :length].contiguous()
+        return tensors, "layers"
+    return {f"s.{index}": _torch_tensor(np.ascontiguousarray(state[:, :, :length])) for index, state in enumerate(kv)}, "states"
+
+
+def _torch_tensor(array_: np.ndarray) -> Any:
+    import torch
+
+    return torch.from_numpy(array_)
 
 
 def shared_prefix(

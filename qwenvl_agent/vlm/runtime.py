@@ -171,6 +171,13 @@ class VLMRuntime:
 
         return stream(self, prompt, settings)
 
+    def warm_prefix(self, messages: list[dict], tools: list[dict] | None = None):
+        """Have the KV state of ``messages`` with ``tools`` (a planner's system prompt and tool schemas) ready for
+        the prompts that start with them, from memory, the cache folder or computed now; see ``warm.warm_prefix``."""
+        from .warm import warm_prefix
+
+        return warm_prefix(self, messages, tools)
+
 
 def load_runtime(
     model: str | os.PathLike = DEFAULT_MODEL,

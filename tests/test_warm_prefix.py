@@ -1,0 +1,125 @@
+"""A planner prefix paid once and kept on disk: the system prompt and tool schemas' KV state, computed once,
+read back by a runtime that starts empty, and never used for another prompt, tool set or model."""
+
+from __future__ import annotations
+
+import pytest
+from documents import draw_invoice
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.messages import HumanMessage, SystemMessage
+
+from qwenvl_agent.agent import DocumentAssistant
+from qwenvl_agent.agent.graph import SYSTEM_PROMPT
+from qwenvl_agent.tools import ImageStore, make_tools
+from qwenvl_agent.vlm import ChatQwenVL
+from qwenvl_agent.vlm import warm as warm_module
+from qwenvl_agent.vlm.testing import scripted_replies
+from qwenvl_agent.vlm.warm import prefix_key, weights_fingerprint
+
+QUESTION = "What is the total of the invoice img-1?"
+
+
+@pytest.fixture
+def folder(tmp_path, monkeypatch):
+    """The saved prefixes go to a folder of each test's own."""
+    monkeypatch.setattr(warm_module, "prefix_folder", lambda: tmp_path / "prefixes")
+    return tmp_path / "prefixes"
+
+
+def planner_call(llm, tools):
+    """The agent's first planner call (greedy, a few tokens): its reply and where its prompt's tokens came from."""
+    reply = llm.bind_tools(tools).invoke([SystemMessage(SYSTEM_PROMPT), HumanMessage(QUESTION)])
+    timings = reply.response_metadata["timings"]
+    return reply.content, reply.usage_metadata["input_tokens"], timings["prefill_tokens"], timings["reused_tokens"]
+
+
+def test_a_runtime_that_starts_empty_reads_the_saved_prefix_and_prefills_only_the_question(tiny_model, engine, folder):
+    llm = ChatQwenVL(model=tiny_model, engine=engine, max_tokens=8)
+    tools = make_tools(llm, ImageStore())
+    runtime = llm.runtime
+    runtime.prefix_cache.clear()
+    cold_reply, length, cold_prefill, cold_reused = planner_call(llm, tools)
+    assert cold_reused == 0 and cold_prefill >= length - 1  # (the torch engine reads the last token while decoding)
+
+    # The cold call's prompt began with the prefix: it is held, and saved for the next process.
+    held = llm.warm_prefix([SystemMessage(SYSTEM_PROMPT)], tools)
+    assert held.source == "memory" and 0 < held.tokens < length
+    assert len(list(folder.glob("*.safetensors"))) == 1
+
+    runtime.prefix_cache.clear()
+    computed = llm.warm_prefix([SystemMessage(SYSTEM_PROMPT + " Be brief.")], tools)
+    assert computed.source == "computed" and computed.path.parent == folder and computed.path.is_file()
+
+    runtime.prefix_cache.clear()  # as in a new process: nothing in memory, the file on disk
+    loaded = llm.warm_prefix([SystemMessage(SYSTEM_PROMPT)], tools)
+    assert (loaded.source, loaded.tokens) == ("disk", held.tokens)
+    reply, warm_length, prefill, reused = planner_call(llm, tools)
+    assert warm_length == length and reused == held.tokens and prefill == cold_prefill - held.tokens
+    assert reply == cold_reply  # greedy: the same reply as from a prompt read from nothing
+
+
+def test_a_changed_prompt_tool_set_or_model_misses_the_saved_prefix(tiny_model, folder, tmp_path):
+    llm = ChatQwenVL(model=tiny_model, engine="torch")
+    tools = make_tools(llm, ImageStore())
+    runtime = llm.runtime
+
+    def warmed(prompt, offered):
+        runtime.prefix_cache.clear()
+        return llm.warm_prefix([SystemMessage(prompt)], offered).source
+
+    assert warmed(SYSTEM_PROMPT, tools) in ("computed", "disk")
+    assert warmed(SYSTEM_PROMPT, tools) == "disk"
+    assert warmed(SYSTEM_PROMPT + " Be brief.", tools) == "computed"
+    assert warmed(SYSTEM_PROMPT, tools[:-1]) == "computed"
+    assert warmed(SYSTEM_PROMPT, tools) == "disk"
+    # Another model, engine or precision with the same tokens: another key.
+    tokens = [1, 2, 3]
+    keys = {prefix_key(runtime, tokens)}
+    for name, value in (("model_id", "another/model"), ("revision", "v2"), ("engine_name", "openvino"), ("dtype", "int4")):
+        keys.add(prefix_key(_Like(runtime, **{name: value}), tokens))
+    assert len(keys) == 5
+    # New weights at the same path are another model.
+    weights = tmp_path / "model" / "model.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"one")
+    before = weights_fingerprint(weights.parent)
+    weights.write_bytes(b"other weights")
+    assert weights_fingerprint(weights.parent) != before
+
+
+def test_a_planner_with_prefix_reuse_off_keeps_no_prefix(tiny_model, folder):
+    llm = ChatQwenVL(model=tiny_model, engine="torch", reuse_prefix=False)
+    assert llm.warm_prefix([SystemMessage(SYSTEM_PROMPT)], make_tools(llm, ImageStore())) is None
+    assert not folder.exists()
+
+
+class _Timings(BaseCallbackHandler):
+    def __init__(self):
+        self.calls = []
+
+    def on_llm_end(self, response, **kwargs):
+        self.calls.append(response.generations[0][0].message.response_metadata["timings"])
+
+
+def test_the_assistant_warms_its_planner_when_built_and_a_question_prefills_only_itself(tiny_model, folder):
+    timings = _Timings()
+    llm = ChatQwenVL(model=tiny_model, engine="torch", max_tokens=40, callbacks=[timings])
+    llm.runtime.prefix_cache.clear()
+    assistant = DocumentAssistant(llm, ocr_engine="rapidocr")  # the model is loaded: warmed now
+    warmed = assistant.warm()
+    assert warmed.source == "memory" and len(list(folder.glob("*.safetensors"))) == 1  # computed and saved when built
+    with scripted_replies(llm.runtime, ["The total is 1,500.00."]) as left:
+        answer = assistant.ask("What is the total?", [draw_invoice()])
+    assert left == [] and answer.answer == "The total is 1,500.00."
+    (first,) = timings.calls
+    assert first["reused_tokens"] == warmed.tokens and first["prefill_tokens"] > 0
+
+
+class _Like:
+    """A runtime with some of its identity changed."""
+
+    def __init__(self, runtime, **changed):
+        self._runtime, self._changed = runtime, changed
+
+    def __getattr__(self, name):
+        return self._changed.get(name, getattr(self._runtime, name))
