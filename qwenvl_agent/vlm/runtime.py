@@ -24,6 +24,7 @@ from .cpu import cpu_flags as _cpu_flags  # resolve_dtype reads it from here
 from .cpu import cpu_has_fast_bf16, physical_cores
 from .cpu import cpuinfo as _cpuinfo  # noqa: F401  (the bench imports it from here)
 from .errors import EngineError, EngineFallbackWarning, ModelNotAvailableError, WrongModelError
+from .choices import DTYPES, ENGINES, check_engine
 from .gate import GenerationGate
 from .hub import DEFAULT_MODEL, resolve_model_path
 from .ir import check_model_type, is_openvino_ir
@@ -40,10 +41,6 @@ __all__ = [
     "DEFAULT_MODEL", "DTYPES", "ENGINES", "VLMRuntime", "check_engine", "cpu_has_fast_bf16", "load_runtime", "loaded_runtimes",
     "physical_cores", "release_runtime", "resolve_dtype", "resolve_engine", "resolve_model_path",
 ]
-
-DTYPES = ("auto", "bfloat16", "float32")
-ENGINES = ("auto", "torch", "openvino")
-
 
 @dataclass(eq=False)
 class VLMRuntime:
@@ -256,15 +253,6 @@ def _reuse(runtime: VLMRuntime, num_threads: int | None, limits: dict[str, Any])
             "(qwenvl_agent.vlm.runtime.release_runtime)."
         )
     return runtime.with_limits(**limits)
-
-
-def check_engine(engine: str) -> str:
-    """``engine`` as a name of ``ENGINES`` (any case); ``ValueError`` naming the choices otherwise. The one
-    check of an engine name: ``ChatQwenVL``, ``load_runtime`` and so every front end go through it."""
-    name = str(engine).lower()
-    if name not in ENGINES:
-        raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}.")
-    return name
 
 
 def resolve_engine(engine: str) -> str:
