@@ -359,7 +359,7 @@ def test_the_answer_streams_while_the_planner_writes_it_and_reports_its_first_to
 
 
 def test_the_cli_shows_the_planners_text_as_it_comes_and_the_answer_on_stdout(capsys):
-    from qwenvl_agent.cli import _StepPrinter
+    from qwenvl_agent.cli.ask import _StepPrinter
 
     printer = _StepPrinter()
     for event in [StepStarted(1), AnswerToken("The total", 1), AnswerToken(" is 1,500.00.", 1), Answer("The total is 1,500.00.")]:

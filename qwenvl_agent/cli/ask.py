@@ -91,14 +91,23 @@ def _page_progress(path: str):
 
 
 class _StepPrinter:
-    """Prints each step as it happens, then the answer."""
+    """Prints each step as it happens, then the answer. The planner's text is shown on stderr as it is written
+    (the answer starts appearing at once); stdout gets the steps and the final answer."""
 
     def __init__(self) -> None:
         self.failed = False
+        self.writing = False  # a line of the planner's text is open on stderr
 
     def show(self, event) -> None:
-        from ..agent import Answer, Error, StepStarted, ToolCall, ToolResult
+        from ..agent import Answer, AnswerToken, Error, StepStarted, ToolCall, ToolResult
 
+        if isinstance(event, AnswerToken):
+            print(event.text if self.writing else f"  {event.text.lstrip()}", end="", file=sys.stderr, flush=True)
+            self.writing = True
+            return
+        if self.writing:
+            print(file=sys.stderr, flush=True)
+            self.writing = False
         if isinstance(event, StepStarted):
             status(f"[step {event.step}] thinking …")
         elif isinstance(event, ToolCall):
