@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from qwenvl_agent.bench.agent_run import run_agent_scenario, scripted_texts
+from qwenvl_agent.bench.agent_run import FOLLOW_UP_ANSWER, run_agent_scenario, scripted_texts
 from qwenvl_agent.bench.report import render_report
 from qwenvl_agent.bench.tokenizer import tokenizer_from_tiktoken
 
@@ -43,7 +43,10 @@ def test_the_agent_scenario_runs_end_to_end_with_realistic_replies(tiny_model):
     assert result["answer"] == scripted_texts()[-1]
     steps = [call["step"] for call in result["generations"]]
     # Two planner calls: both tools in the first turn, then the answer.
-    assert steps == ["planner: call ocr_image and read_chart", "ocr_image", "read_chart", "planner: answer"]
+    assert steps == ["planner: call ocr_image and read_chart", "ocr_image", "read_chart", "planner: answer",
+                     "follow-up: answer"]
+    # The follow-up is answered in the same conversation: its prompt continues the first question's.
+    assert result["follow_up_answer"] == FOLLOW_UP_ANSWER and result["generations"][-1]["reused_tokens"] > 0
     planner = [call for call in result["generations"] if call["step"].startswith("planner")]
     assert planner[1]["reused_tokens"] > 0
     # The planner's prefix was warmed before the question: its first call reused all of it.
@@ -52,6 +55,19 @@ def test_the_agent_scenario_runs_end_to_end_with_realistic_replies(tiny_model):
     report = render_report({"agent:torch": result}, MACHINE, {"runs": 1, "new_tokens": 4}, "qwen", quick=True)
     row = next(line for line in report.splitlines() if line.startswith("| torch"))
     assert f"| {result['first_answer_token_s']:.1f} s |" in row and f"({result['warm_tokens']} tokens)" in row
+
+
+def test_with_the_default_ocr_engine_the_model_reads_only_the_chart(tiny_model):
+    result = run_agent_scenario("torch", tiny_model, "rapidocr")
+    assert [step["tool"] for step in result["steps"]] == ["ocr_image", "read_chart"]
+    assert not any(step["is_error"] for step in result["steps"])
+    steps = [call["step"] for call in result["generations"]]
+    assert steps == ["planner: call ocr_image and read_chart", "read_chart", "planner: answer", "follow-up: answer"]
+    assert result["answer"] == scripted_texts("rapidocr")[-1] and result["ocr_engine"] == "rapidocr"
+    report = render_report({"agent:openvino-int4+rapidocr": result}, MACHINE, {"runs": 1, "new_tokens": 4}, "qwen",
+                           quick=False)
+    row = next(line for line in report.splitlines() if line.startswith("| OpenVINO engine, int4 weights, RapidOCR"))
+    assert f"| {result['follow_up_s']:.1f} s | {result['peak_rss_gb']:.1f} GB |" in row
 
 
 def test_the_report_gives_ratios_to_the_naive_pipeline():

@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     elif spec.get("agent"):
         from .agent_run import run_agent_scenario
 
-        result = run_agent_scenario(pipeline_name, spec["checkpoint"])
+        result = run_agent_scenario(pipeline_name, spec["checkpoint"], spec.get("ocr", "vlm"))
     else:
         if pipeline_name == "naive":
             pipeline = Naive(spec["checkpoint"])
