@@ -269,3 +269,17 @@ def test_a_thinking_model_reasons_freely_then_calls_or_answers_in_json_under_the
         assert invalid_calls(reply, tools, ids) == [], (seed, reply.tool_calls, reply.invalid_tool_calls)
         assert reply.additional_kwargs.get("reasoning_content")  # it did reason first, unconstrained
         assert isinstance(structured.invoke("The line.", seed=seed), Line)
+
+
+def test_a_forced_call_reports_the_decode_steps_jump_forward_saved(tiny_model, store, tools):
+    """The reply's metadata counts the forward passes and the tokens the grammar fed without one: a forced
+    call's JSON scaffolding (name, braces, key names) costs no pass of its own."""
+    model = sampling(tiny_model, temperature=0.0, seed=3)
+    bound = model.bind_tools([tools["read_page_text"], tools["zoom_image"]], tool_choice="zoom_image")
+    reply = bound.invoke([HumanMessage("Zoom into the top left of img-1.")], allowed_ids=ids_by_argument([store]))
+    timings = reply.response_metadata["timings"]
+    assert reply.tool_calls and reply.tool_calls[0]["name"] == "zoom_image"
+    output = reply.usage_metadata["output_tokens"]
+    assert timings["forced_tokens"] > 0
+    assert timings["decode_steps"] + timings["forced_tokens"] <= output
+    assert timings["decode_steps"] < output

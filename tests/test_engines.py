@@ -156,6 +156,13 @@ def test_openvino_exports_once_then_loads_from_the_cache(tiny_model):
 
 
 @needs_openvino
+def test_an_openvino_runtime_tells_its_weights_from_its_precision(tiny_model):
+    runtime = load_runtime(tiny_model, engine="openvino", weights="int8", dtype="float32")
+    assert runtime.weights == "int8" and runtime.precision == "float32"
+    assert runtime.dtype == "int8"  # as it always was: the weights
+
+
+@needs_openvino
 def test_a_folder_holding_an_ir_loads_directly(tiny_model):
     ir = openvino_export.ensure_exported(Path(tiny_model), "int8")
     runtime = load_runtime(str(ir), engine="auto")

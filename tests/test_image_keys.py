@@ -125,8 +125,8 @@ def test_an_ocr_region_is_encoded_from_its_own_pixels(llm):
         with vision_inputs(llm.runtime) as seen:
             message = run(ocr, image_id="img-1", region=[0, 0, 500, 500])
     assert message.status == "success", message.content
-    assert left == [] and message.artifact["image_ids"] == ["img-1", "img-1/zoom-1"]
-    assert_encoded(seen, llm.runtime, [store.get("img-1/zoom-1")], ocr.max_image_tokens)
+    assert left == [] and message.artifact["image_ids"] == ["img-1", "img-1/region-1"]
+    assert_encoded(seen, llm.runtime, [store.get("img-1/region-1")], ocr.max_image_tokens)
 
 
 def test_each_hybrid_ocr_line_crop_is_encoded_from_its_own_pixels(llm):

@@ -81,3 +81,9 @@ def test_missing_folder_and_folder_without_checkpoint(tmp_path):
         load_runtime(str(tmp_path / "nowhere"))
     with pytest.raises(ModelNotAvailableError, match="no config.json"):
         load_runtime(str(tmp_path))
+
+
+def test_a_runtime_says_what_its_weights_are_stored_as_and_what_it_computes_in(tiny_model):
+    runtime = load_runtime(tiny_model, engine="torch", dtype="float32")
+    assert runtime.precision == "float32" and str(runtime.model.dtype) == "torch.float32"
+    assert runtime.weights == "float32" and runtime.dtype == "float32"  # torch keeps the weights as it computes

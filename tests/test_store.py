@@ -132,6 +132,17 @@ def test_exif_orientation_is_applied():
     assert store.info(image_id).size == (100, 300)
 
 
+def test_a_region_read_by_ocr_is_named_as_one_and_leads_back_to_its_page():
+    store = ImageStore(dpi=72, index_pages=False)
+    store.add(_pdf(1))
+    zoom = store.add_crop("doc-1/page-1", (0, 0, 500, 500))
+    region = store.add_crop("doc-1/page-1", (0, 0, 500, 500), name="region")
+    inner = store.add_crop(region, (0, 0, 500, 500))
+    assert (zoom, region, inner) == ("doc-1/page-1/zoom-1", "doc-1/page-1/region-1", "doc-1/page-1/region-1/zoom-1")
+    assert store.info(region).label.endswith(", region 1") and store.info(region).kind == "crop"
+    assert [store.origin(i) for i in (zoom, region, inner, "doc-1/page-1")] == ["doc-1/page-1"] * 4
+
+
 def test_crops_get_ids_per_parent_and_the_pixels_of_their_box():
     store = ImageStore(dpi=72)
     store.add(Image.new("RGB", (1000, 500), "white"))

@@ -72,8 +72,8 @@ def test_ocr_uses_a_larger_image_budget_than_describe(tiny_runtime, tools, store
 def test_ocr_region_reads_a_crop(tiny_runtime, tools, store):
     with scripted_replies(tiny_runtime, ["Total: 1,500.00"]):
         message = run(tools["ocr_image"], image_id="img-1", region=[0, 500, 1000, 1000])
-    assert message.artifact["image_ids"] == ["img-1", "img-1/zoom-1"]
-    assert store.get("img-1/zoom-1").size[1] == pytest.approx(store.get("img-1").size[1] / 2, abs=2)
+    assert message.artifact["image_ids"] == ["img-1", "img-1/region-1"]
+    assert store.get("img-1/region-1").size[1] == pytest.approx(store.get("img-1").size[1] / 2, abs=2)
 
 
 def test_read_chart_returns_a_table_and_structured_data(tiny_runtime, tools):

@@ -12,12 +12,12 @@ import logging
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cachetools import LRUCache
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.checkpoint.memory import InMemorySaver
@@ -352,7 +352,7 @@ def new_thread_id() -> str:
 # Assistants of the module-level functions, most recently used last. Each keeps its planner alive, so a
 # program that passes a new model to every call must not keep them all: past this many, the oldest goes.
 _DEFAULT_ASSISTANTS = 4
-_default_assistants: OrderedDict[int, DocumentAssistant] = OrderedDict()
+_default_assistants: LRUCache[int, DocumentAssistant] = LRUCache(maxsize=_DEFAULT_ASSISTANTS)
 _default_lock = threading.Lock()
 
 
@@ -361,12 +361,10 @@ def default_assistant(model: BaseChatModel | None = None) -> DocumentAssistant:
     bounded like every ``DocumentAssistant`` (``DEFAULT_MAX_CONVERSATIONS``, ``DEFAULT_IDLE_SECONDS``)."""
     with _default_lock:
         key = id(model)  # the assistant holds the model, so the id stays its own while the entry lives
-        if key not in _default_assistants:
-            _default_assistants[key] = DocumentAssistant(model)
-            while len(_default_assistants) > _DEFAULT_ASSISTANTS:
-                _default_assistants.popitem(last=False)
-        _default_assistants.move_to_end(key)
-        return _default_assistants[key]
+        assistant = _default_assistants.get(key)  # a hit counts as a use
+        if assistant is None:
+            assistant = _default_assistants[key] = DocumentAssistant(model)  # the least recently used one goes
+        return assistant
 
 
 def ask(

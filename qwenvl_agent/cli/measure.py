@@ -88,7 +88,7 @@ def run_eval(args: argparse.Namespace) -> int:
         except QwenVLError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-        where = f"engine {runtime.engine_name}, {runtime.dtype}"
+        where = f"engine {runtime.engine_name}, {runtime.weights}"
     what = "no vision model (RapidOCR and the page index only)" if model_free else f"model {args.model} ({where})"
     settings = EvalSettings(args.set_name, args.mode, args.ocr_engine, what, tuple(args.only))
     output = Path(args.output or f"eval-results/{args.set_name}-{time.strftime('%Y%m%d-%H%M%S')}")

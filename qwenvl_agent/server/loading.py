@@ -47,7 +47,7 @@ class ModelLoader:
                 self.then()
             except Exception:  # noqa: BLE001 - the agent works without it, each question then pays for its prefix
                 log.exception("The agent's planner prefix could not be prepared")
-        log.info("Model %s is ready (engine %s, %s).", self.llm.model, runtime.engine_name, runtime.dtype)
+        log.info("Model %s is ready (engine %s, %s).", self.llm.model, runtime.engine_name, runtime.weights)
         self.status = "ok"
 
     def require(self) -> None:

@@ -1,7 +1,8 @@
 """The ids and boxes of the image store: what an entry is (``ImageInfo``), how a model's spelling of an id is read,
 the error for an unknown id, and the 0-1000 relative boxes that crops are given in.
 
-Ids: ``img-N`` for an image, ``doc-N/page-K`` for a rendered PDF page, ``PARENT/zoom-M`` for a crop.
+Ids: ``img-N`` for an image, ``doc-N/page-K`` for a rendered PDF page, ``PARENT/zoom-M`` for a crop that
+``zoom_image`` made, ``PARENT/region-M`` for the part of an image that ``ocr_image`` read.
 """
 
 from __future__ import annotations

@@ -81,7 +81,7 @@ class OcrTool(ImageTool):
         image = self.store.get(image_id)
         ids = [self.store.info(image_id).id]
         if region is not None:
-            image_id = self.store.add_crop(image_id, region)
+            image_id = self.store.add_crop(image_id, region, name="region")
             image = self.store.get(image_id)
             ids.append(image_id)
         if engine == "vlm":

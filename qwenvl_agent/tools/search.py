@@ -77,9 +77,8 @@ class ReadPageTool(ImageTool):
     args_schema: type[BaseModel] = ReadPageArgs
 
     def _use(self, page_id: str):
-        info = self.store.info(page_id)
-        # A zoomed crop has no text of its own in the index: read the page or image it was cut from.
-        source = info.id.split("/zoom-")[0]
+        # A crop has no text of its own in the index: read the page or image it was cut from.
+        source = self.store.origin(page_id)
         if not self.store.index_pages:
             raise ValueError("Page text is not indexed in this conversation; use ocr_image instead.")
         page = _wait(lambda cancel: self.store.index.page(source, PAGE_WAIT_SECONDS, cancel))

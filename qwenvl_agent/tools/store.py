@@ -1,6 +1,6 @@
 """The images of one conversation, each under a short id that tools and the model pass around.
 
-Ids: ``img-N`` for an image, ``doc-N/page-K`` for a rendered PDF page, ``PARENT/zoom-M`` for a crop (see
+Ids: ``img-N`` for an image, ``doc-N/page-K`` for a rendered PDF page, ``PARENT/zoom-M`` or ``PARENT/region-M`` for a crop (see
 ``ids``). Pixels never travel through the planner; the model sees ids (``ImageStore.describe``), tools look
 them up (``ImageStore.get``), and zooming registers a new id (``ImageStore.add_crop``). PDFs are rendered by
 ``pdf``; the store owns the conversation's ``PageIndex`` and feeds it every page and image it registers.
@@ -62,7 +62,7 @@ class ImageStore:
         self._infos: dict[str, ImageInfo] = {}
         self._image_count = 0
         self._doc_count = 0
-        self._zoom_counts: dict[str, int] = {}
+        self._crop_counts: dict[tuple[str, str], int] = {}  # (parent id, "zoom" or "region") -> crops so far
         self._pdfs: dict[str, bytes] = {}  # doc-N -> the PDF, so a zoom into a page can be rendered anew, sharper
         # The text of every page and image, for search_document and read_page_text (built in the background).
         self.index = PageIndex()
@@ -104,9 +104,10 @@ class ImageStore:
             self.index.add_image(image_id, image)
         return image_id
 
-    def add_crop(self, parent_id: str, box: Sequence[Any], target_pixels: int | None = None) -> str:
+    def add_crop(self, parent_id: str, box: Sequence[Any], target_pixels: int | None = None, *, name: str = "zoom") -> str:
         """Crop ``box`` = ``(x1, y1, x2, y2)``, in 0-1000 coordinates relative to the parent, and register it
-        as ``PARENT/zoom-M``. Raises ``ValueError`` for a box that selects nothing.
+        as ``PARENT/NAME-M``: ``zoom`` for what ``zoom_image`` enlarges, ``region`` for the part ``ocr_image``
+        reads. Raises ``ValueError`` for a box that selects nothing.
 
         With ``target_pixels`` the crop is magnified to about that many pixels: a region of a PDF page is
         rendered again from the PDF at the resolution that gives it, a region of an image is upscaled (at
@@ -124,10 +125,10 @@ class ImageStore:
         with self._lock:
             self._check_room(crop.width * crop.height, "The zoomed image")
             parent_info = self._infos[parent_id]
-            count = self._zoom_counts.get(parent_id, 0) + 1
-            self._zoom_counts[parent_id] = count
-            crop_id = f"{parent_id}/zoom-{count}"
-            label = f"{parent_info.label}, zoom {count}"
+            count = self._crop_counts.get((parent_id, name), 0) + 1
+            self._crop_counts[parent_id, name] = count
+            crop_id = f"{parent_id}/{name}-{count}"
+            label = f"{parent_info.label}, {name} {count}"
             info = ImageInfo(crop_id, "crop", label, parent_id, parent_info.page, relative, crop.size)
             self._put(info, crop)
         return crop_id
@@ -163,6 +164,14 @@ class ImageStore:
             if key not in self._infos:
                 raise UnknownImageError(key, list(self._infos))
             return self._infos[key]
+
+    def origin(self, image_id: str) -> str:
+        """The id of the image or PDF page that ``image_id`` was cut from (``image_id`` itself if it is no crop)."""
+        info = self.info(image_id)
+        with self._lock:
+            while info.kind == "crop" and info.parent is not None:
+                info = self._infos[info.parent]
+        return info.id
 
     def ids(self) -> list[str]:
         """Every id, in the order the images were added."""

@@ -26,7 +26,7 @@ def sidebar_settings(launch: state.Settings) -> state.Settings:
         engine = st.selectbox(
             "Engine",
             ENGINES,
-            index=ENGINES.index(launch.engine) if launch.engine in ENGINES else 0,
+            index=_place(ENGINES, launch.engine),
             key="engine",
             disabled=locked or not local,
             help="openvino: int8/int4 weights, three to four times faster replies (exported once, minutes). "
@@ -35,7 +35,7 @@ def sidebar_settings(launch: state.Settings) -> state.Settings:
         weights = st.selectbox(
             "OpenVINO weights",
             WEIGHTS,
-            index=WEIGHTS.index(launch.weights) if launch.weights in WEIGHTS else 0,
+            index=_place(WEIGHTS, launch.weights),
             key="weights",
             disabled=locked or not local,
             help="int8 keeps quality closest to the original; int4 is the fastest.",
@@ -43,7 +43,7 @@ def sidebar_settings(launch: state.Settings) -> state.Settings:
         ocr_engine = st.selectbox(
             "OCR engine",
             OCR_ENGINES,
-            index=OCR_ENGINES.index(launch.ocr_engine) if launch.ocr_engine in OCR_ENGINES else 0,
+            index=_place(OCR_ENGINES, launch.ocr_engine),
             key="ocr_engine",
             help="rapidocr: a dedicated OCR model, about a second a page. vlm: the vision model reads the page "
             "(minutes on a CPU). hybrid: RapidOCR, with the lines it is unsure of checked by the vision model.",
@@ -84,6 +84,11 @@ def sidebar_settings(launch: state.Settings) -> state.Settings:
         launch, model=model.strip(), dtype=dtype, engine=engine, weights=weights, ocr_engine=ocr_engine,
         max_image_tokens=int(budget), max_new_tokens=int(tokens), max_steps=int(steps),
     )
+
+
+def _place(choices: tuple[str, ...], value: str) -> int:
+    """Where a launch value stands among a select box's choices; the first choice if it is none of them."""
+    return choices.index(value) if value in choices else 0
 
 
 def _within(value: int, low: int, high: int) -> int:

@@ -94,6 +94,9 @@ def last_chunk(stats: GenerationStats, model: str, has_calls: bool) -> ChatGener
                 "reused_tokens": times.reused_tokens,
                 "images_encoded": times.images_encoded,
                 "images_cached": times.images_cached,
+                # Forward passes while decoding, and the tokens jump-forward fed without a pass of their own.
+                "decode_steps": stats.decode_steps,
+                "forced_tokens": stats.forced_tokens,
             },
         },
     )
@@ -111,6 +114,8 @@ def combined(stats: list[GenerationStats]) -> GenerationStats:
         finish_reason=last.finish_reason,
         seconds=sum(s.seconds for s in stats),
         times=first.times,
+        decode_steps=sum(s.decode_steps for s in stats),
+        forced_tokens=sum(s.forced_tokens for s in stats),
     )
 
 

@@ -78,7 +78,11 @@ def find_image_spans(tokens: Sequence[int], image_token_id: int, keys: Sequence[
 
 
 class _BoundedLRU:
-    """An LRU map whose values have a size in bytes; the total stays under ``max_bytes``."""
+    """An LRU map whose values have a size in bytes; the total stays under ``max_bytes``.
+
+    Not ``cachetools.LRUCache(getsizeof=...)``: its bound cannot change once made (a runtime's cache limits
+    do), it lists entries in insertion order rather than by use (``PrefixCache`` evicts and breaks ties by
+    use), and it raises on an entry larger than the whole bound (which is here simply not kept)."""
 
     def __init__(self, max_bytes: int, size_of: Callable[[Any], int]):
         self.max_bytes = max(0, int(max_bytes))

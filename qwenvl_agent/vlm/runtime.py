@@ -24,6 +24,7 @@ from .cpu import cpu_flags as _cpu_flags  # resolve_dtype reads it from here
 from .cpu import cpu_has_fast_bf16, physical_cores
 from .cpu import cpuinfo as _cpuinfo  # noqa: F401  (the bench imports it from here)
 from .errors import EngineError, EngineFallbackWarning, ModelNotAvailableError, WrongModelError
+from .choices import DTYPES, ENGINES, check_engine
 from .gate import GenerationGate
 from .hub import DEFAULT_MODEL, resolve_model_path
 from .ir import check_model_type, is_openvino_ir
@@ -40,10 +41,6 @@ __all__ = [
     "DEFAULT_MODEL", "DTYPES", "ENGINES", "VLMRuntime", "check_engine", "cpu_has_fast_bf16", "load_runtime", "loaded_runtimes",
     "physical_cores", "release_runtime", "resolve_dtype", "resolve_engine", "resolve_model_path",
 ]
-
-DTYPES = ("auto", "bfloat16", "float32")
-ENGINES = ("auto", "torch", "openvino")
-
 
 @dataclass(eq=False)
 class VLMRuntime:
@@ -62,6 +59,8 @@ class VLMRuntime:
     logits_hooks: list[Callable[[int], Any]] = field(default_factory=list)
     # Threads the engine computes with; fixed once the model is loaded.
     num_threads: int | None = None
+    # What the model computes in, "bfloat16" or "float32" (on OpenVINO, its inference precision); set by the loader.
+    precision: str = ""
     # The limits in force, each with who set it: {"vision_cache_mb": (512, None), …}.
     _limits: dict[str, tuple[float, Any]] = field(default_factory=dict, repr=False)
     _limits_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -77,8 +76,10 @@ class VLMRuntime:
 
     @property
     def dtype(self) -> str:
-        """The weights' precision: "bfloat16" or "float32" on torch, "int8" or "int4" on OpenVINO."""
-        return self.engine.precision
+        """The same as ``weights`` (what it returned before ``weights`` and ``precision`` were told apart):
+        "bfloat16" or "float32" on torch, "int8" or "int4" on OpenVINO. Prefer ``weights`` for what the weights
+        are stored as and ``precision`` for what the model computes in."""
+        return self.weights
 
     def with_limits(
         self,
@@ -120,14 +121,14 @@ class VLMRuntime:
         return self
 
     @property
-    def weights(self) -> str | None:
-        """OpenVINO's weights ("int8" or "int4"); None on torch."""
-        return self.dtype if self.engine_name == "openvino" else None
+    def weights(self) -> str:
+        """What the weights are stored as: "int8" or "int4" on OpenVINO, "bfloat16" or "float32" on torch."""
+        return self.engine.precision
 
     @property
     def label(self) -> str:
         """For people: "torch bfloat16", "OpenVINO int4"."""
-        return f"{'OpenVINO' if self.engine_name == 'openvino' else 'torch'} {self.dtype}"
+        return f"{'OpenVINO' if self.engine_name == 'openvino' else 'torch'} {self.weights}"
 
     @property
     def tokenizer(self):
@@ -205,8 +206,8 @@ def load_runtime(
     resolved_dtype = resolve_dtype(dtype)
     check_weights(weights)  # a typo is an error on every engine
     model_ref = str(model)
-    precision = weights if resolved_engine == "openvino" else resolved_dtype
-    key = (_cache_key_model(model_ref), revision, resolved_engine, precision, resolved_dtype)
+    stored = weights if resolved_engine == "openvino" else resolved_dtype  # what the weights are stored as
+    key = (_cache_key_model(model_ref), revision, resolved_engine, stored, resolved_dtype)
     fell_back = ("fell back to torch", *key)  # where "auto" settled on torch after OpenVINO failed
     limits = {"max_waiting": max_waiting, "vision_cache_mb": vision_cache_mb, "prefix_cache_mb": prefix_cache_mb}
     # Where "auto" fell back to torch once, that copy serves it from then on.
@@ -252,15 +253,6 @@ def _reuse(runtime: VLMRuntime, num_threads: int | None, limits: dict[str, Any])
             "(qwenvl_agent.vlm.runtime.release_runtime)."
         )
     return runtime.with_limits(**limits)
-
-
-def check_engine(engine: str) -> str:
-    """``engine`` as a name of ``ENGINES`` (any case); ``ValueError`` naming the choices otherwise. The one
-    check of an engine name: ``ChatQwenVL``, ``load_runtime`` and so every front end go through it."""
-    name = str(engine).lower()
-    if name not in ENGINES:
-        raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}.")
-    return name
 
 
 def resolve_engine(engine: str) -> str:
@@ -353,17 +345,7 @@ def _load_torch(model_ref: str, revision: str | None, path: Path, options: _Opti
     except (OSError, ValueError, KeyError) as exc:
         raise ModelNotAvailableError(f"Could not load a Qwen3-VL checkpoint from {path}: {exc}") from exc
     model.eval()
-    vision_cache, prefix_cache = VisionCache(options.vision_cache_mb), PrefixCache(options.prefix_cache_mb)
-    return VLMRuntime(
-        engine=TorchEngine(model, vision_cache, prefix_cache),
-        processor=processor,
-        model_id=model_ref,
-        revision=revision,
-        path=path,
-        gate=GenerationGate(max_waiting=options.max_waiting),
-        vision_cache=vision_cache,
-        prefix_cache=prefix_cache,
-    )
+    return _runtime(lambda caches: TorchEngine(model, *caches), processor, model_ref, revision, path, options)
 
 
 def _load_openvino(model_ref: str, revision: str | None, path: Path, options: _Options) -> VLMRuntime:
@@ -385,15 +367,28 @@ def _load_openvino(model_ref: str, revision: str | None, path: Path, options: _O
     weights = _ir_weights(ir_path, options.weights)
     model = load_openvino_model(ir_path, options.dtype, options.num_threads)
     threads = int(model.language_model.request.get_compiled_model().get_property("INFERENCE_NUM_THREADS"))
-    vision_cache, prefix_cache = VisionCache(options.vision_cache_mb), PrefixCache(options.prefix_cache_mb)
+    return _runtime(
+        lambda caches: OpenVINOEngine(model, *caches, weights), processor, model_ref, revision, ir_path, options,
+        num_threads=threads or None,  # as OpenVINO chose them where none were asked for
+    )
+
+
+def _runtime(
+    make_engine: Callable[[tuple[VisionCache, PrefixCache]], Any], processor: Any, model_ref: str,
+    revision: str | None, path: Path, options: _Options, num_threads: int | None = None,
+) -> VLMRuntime:
+    """A loaded model's runtime: its caches (sized by ``options``), the engine ``make_engine`` builds over
+    them, its gate, and the precision it computes in."""
+    caches = (VisionCache(options.vision_cache_mb), PrefixCache(options.prefix_cache_mb))
     return VLMRuntime(
-        engine=OpenVINOEngine(model, vision_cache, prefix_cache, weights),
+        engine=make_engine(caches),
         processor=processor,
         model_id=model_ref,
         revision=revision,
-        path=ir_path,
+        path=path,
         gate=GenerationGate(max_waiting=options.max_waiting),
-        vision_cache=vision_cache,
-        prefix_cache=prefix_cache,
-        num_threads=threads or None,  # as OpenVINO chose them where none were asked for
+        vision_cache=caches[0],
+        prefix_cache=caches[1],
+        precision=options.dtype,
+        num_threads=num_threads,
     )
