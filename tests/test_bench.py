@@ -50,7 +50,7 @@ def test_the_agent_scenario_runs_end_to_end_with_realistic_replies(tiny_model):
     planner = [call for call in result["generations"] if call["step"].startswith("planner")]
     assert planner[1]["reused_tokens"] > 0
     # The planner's prefix was warmed before the question: its first call reused all of it.
-    assert result["warm_tokens"] > 0 and planner[0]["reused_tokens"] == result["warm_tokens"]
+    assert result["warm_tokens"] > 0 and planner[0]["reused_tokens"] >= result["warm_tokens"]
     assert 0 < result["first_answer_token_s"] < result["agent_s"]
     report = render_report({"agent:torch": result}, MACHINE, {"runs": 1, "new_tokens": 4}, "qwen", quick=True)
     row = next(line for line in report.splitlines() if line.startswith("| torch"))
