@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import string
+import warnings
 from pathlib import Path
 
 # The vocabulary of multilingual Whisper: 50257 text tokens, then the special tokens.
@@ -117,3 +118,83 @@ def _words():
                 word += letters[rest]
             yield "Ġ" + word
             yield word
+
+
+# ----- Piper ---------------------------------------------------------------------------------------------------
+
+# The espeak-ng voice and the file-name locale of each language a random Piper voice can be made for.
+PIPER_LANGUAGES = {"en": ("en-us", "en_US"), "zh": ("cmn", "zh_CN")}
+
+
+def make_random_piper_voice(folder: str | Path, language: str = "en", *, sample_rate: int = 22050, seed: int = 0) -> Path:
+    """Write a small random Piper voice for ``language`` ("en" or "zh") into ``folder``: a VITS of the real
+    architecture (transformers' ``VitsModel``: text encoder, stochastic duration predictor, flow, HiFi-GAN) with
+    random weights, exported to ONNX with the signature Piper's runtime feeds (``input`` phoneme ids [1, n],
+    ``input_lengths`` [1], ``scales`` [noise, length, noise_w]; audio [1, 1, samples] out), and its ``.onnx.json``
+    beside it (sample rate, espeak-ng voice, Piper's phoneme id map, inference scales, one speaker), the way
+    ``rhasspy/piper-voices`` ships them. Return the .onnx path, which ``speak(..., voice=path)`` loads.
+    What it says is noise; the phonemes, the durations (every phoneme at least one 256-sample frame) and the
+    audio around them are real. Needs torch, transformers, onnx (for the export) and piper-tts."""
+    import torch
+    from piper.phoneme_ids import DEFAULT_PHONEME_ID_MAP
+    from transformers import VitsConfig, VitsModel
+
+    if language not in PIPER_LANGUAGES:
+        raise ValueError(f"language must be one of {', '.join(PIPER_LANGUAGES)}; got {language!r}.")
+    espeak_voice, locale = PIPER_LANGUAGES[language]
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx_path = folder / f"{locale}-random-x_low.onnx"
+    num_symbols = max(max(ids) for ids in DEFAULT_PHONEME_ID_MAP.values()) + 1
+    config = VitsConfig(
+        vocab_size=num_symbols, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, ffn_dim=64, flow_size=32,
+        duration_predictor_filter_channels=32, duration_predictor_num_flows=2, prior_encoder_num_flows=2,
+        prior_encoder_num_wavenet_layers=2, posterior_encoder_num_wavenet_layers=2, upsample_initial_channel=64,
+        upsample_rates=[8, 8, 2, 2], resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]],
+        sampling_rate=sample_rate, num_speakers=1,
+    )
+    torch.manual_seed(seed)
+    model = VitsModel(config).eval()
+    ids = torch.tensor([[1, 0, 20, 0, 14, 0, 2]], dtype=torch.long)
+    example = (ids, torch.tensor([ids.shape[1]]), torch.tensor([0.667, 1.0, 0.8]))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on the data-dependent output length
+        torch.onnx.export(
+            _piper_signature(model), example, str(onnx_path), input_names=["input", "input_lengths", "scales"],
+            output_names=["output"], opset_version=15, dynamo=False,
+            dynamic_axes={"input": {0: "batch", 1: "phonemes"}, "input_lengths": {0: "batch"}, "output": {0: "batch", 2: "time"}},
+        )
+    Path(f"{onnx_path}.json").write_text(json.dumps({
+        "audio": {"sample_rate": sample_rate, "quality": "x_low"},
+        "espeak": {"voice": espeak_voice},
+        "language": {"code": locale},
+        "inference": {"noise_scale": 0.667, "length_scale": 1.0, "noise_w": 0.8},
+        "phoneme_type": "espeak",
+        "phoneme_map": {},
+        "phoneme_id_map": DEFAULT_PHONEME_ID_MAP,
+        "num_symbols": num_symbols,
+        "num_speakers": 1,
+        "speaker_id_map": {},
+        "piper_version": "1.0.0",
+    }, ensure_ascii=False, indent=2))
+    return onnx_path
+
+
+def _piper_signature(vits):
+    """``vits`` behind Piper's ONNX inputs: the scales become the model's noise and speed."""
+    import torch
+
+    class PiperSignature(torch.nn.Module):
+        def __init__(self, vits):
+            super().__init__()
+            self.vits = vits
+
+        def forward(self, input, input_lengths, scales):  # noqa: A002 - Piper's input name
+            positions = torch.arange(input.shape[1]).unsqueeze(0)
+            attention_mask = (positions < input_lengths.unsqueeze(1)).to(torch.long)
+            self.vits.noise_scale = scales[0]
+            self.vits.noise_scale_duration = scales[2]
+            out = self.vits(input_ids=input, attention_mask=attention_mask, speaking_rate=1.0 / scales[1])
+            return out.waveform.unsqueeze(1)
+
+    return PiperSignature(vits)
