@@ -13,6 +13,7 @@ How the voice is chosen (``choose_voice``):
 from __future__ import annotations
 
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -211,8 +212,27 @@ def _piper(voice: Voice, text: str) -> bytes:
     with _piper_lock:
         loaded = _piper_voices.get(voice.path)
         if loaded is None:
-            loaded = _piper_voices[voice.path] = PiperVoice.load(voice.path)
+            loaded = _piper_voices[voice.path] = _load_piper(PiperVoice, voice.path)
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as writer:
         loaded.synthesize_wav(text, writer)
     return buffer.getvalue()
+
+
+def _load_piper(piper_voice, path: Path):
+    """``PiperVoice.load(path)``, its settings checked first: a broken voice is a clear error, not a traceback."""
+    from piper.config import PiperConfig
+
+    settings = Path(f"{path}.json")
+    try:
+        PiperConfig.from_dict(json.loads(settings.read_text(encoding="utf-8")))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelNotAvailableError(f"The Piper voice's settings {settings} are broken: not JSON ({exc}).") from exc
+    except KeyError as exc:
+        raise ModelNotAvailableError(f"The Piper voice's settings {settings} are broken: they lack the key {exc}.") from exc
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ModelNotAvailableError(f"The Piper voice's settings {settings} are broken: {exc}.") from exc
+    try:
+        return piper_voice.load(path)
+    except Exception as exc:  # ONNX Runtime's load errors (InvalidProtobuf, Fail, ...) share no narrower base
+        raise ModelNotAvailableError(f"{path} is not a Piper voice ONNX Runtime can load: {str(exc).strip()[:300]}") from exc
