@@ -10,6 +10,7 @@ import json
 import shutil
 import time
 import wave
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -76,6 +77,19 @@ def test_the_speech_grows_with_the_text(english_voice):
     middle = synthesize(ENGLISH, voice=str(english_voice)).seconds
     long = synthesize(f"{ENGLISH}. {ENGLISH}. {ENGLISH}.", voice=str(english_voice)).seconds
     assert 0 < short < middle < long
+
+
+def test_the_voice_settings_inference_scales_reach_the_model(english_voice, tmp_path):
+    """Piper feeds the .onnx.json's scales to the model: a length_scale of 5 (with the duration noise off, so both
+    runs draw the same durations) speaks the same text longer."""
+    seconds = {}
+    for length_scale in (1.0, 5.0):
+        copy = _copy_voice(english_voice, tmp_path / f"length-{length_scale}")
+        settings = json.loads(Path(f"{copy}.json").read_text())
+        settings["inference"].update(length_scale=length_scale, noise_w=0.0)
+        Path(f"{copy}.json").write_text(json.dumps(settings))
+        seconds[length_scale] = synthesize(ENGLISH, voice=str(copy)).seconds
+    assert seconds[5.0] > seconds[1.0] > 0
 
 
 def test_a_folder_holding_one_voice_is_a_voice(english_voice):

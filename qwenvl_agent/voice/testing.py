@@ -192,9 +192,11 @@ def _piper_signature(vits):
         def forward(self, input, input_lengths, scales):  # noqa: A002 - Piper's input name
             positions = torch.arange(input.shape[1]).unsqueeze(0)
             attention_mask = (positions < input_lengths.unsqueeze(1)).to(torch.long)
+            # VitsModel reads its noise and speed from these attributes (transformers 4.57 and 5.x alike).
             self.vits.noise_scale = scales[0]
+            self.vits.speaking_rate = 1.0 / scales[1]
             self.vits.noise_scale_duration = scales[2]
-            out = self.vits(input_ids=input, attention_mask=attention_mask, speaking_rate=1.0 / scales[1])
+            out = self.vits(input_ids=input, attention_mask=attention_mask)
             return out.waveform.unsqueeze(1)
 
     return PiperSignature(vits)
