@@ -7,6 +7,9 @@ language tokens, task tokens, no-timestamps and the 1501 timestamp tokens, at th
 the way the hub's checkpoints are written, and converts it with CTranslate2's own converter, as the
 ``Systran/faster-whisper-*`` folders were made. What it transcribes is noise; everything around it is real.
 Needs torch and transformers (both in the project's dependencies).
+
+``make_random_piper_voice(folder, language)`` does the same for speech out: a small random VITS (the architecture
+of Piper's voices) exported to ONNX with Piper's inputs, and its ``.onnx.json``, for ``speak(..., voice=path)``.
 """
 
 from __future__ import annotations
