@@ -2,50 +2,42 @@
 
 Images in every LangChain content form, streaming, async, tool calling (Qwen's ``<tool_call>`` format),
 structured output. Constructing it is instant; the weights load on first use and are shared by every
-instance that names the same model, revision and dtype. Around it: ``messages``, ``tool_choice``,
-``call_options`` (a call's prompt and settings) and ``chunks`` (a generation as LangChain chunks).
+instance that names the same model, revision and dtype. Around it: ``chat_fields`` (what the fields allow
+and which decide a reply), ``chat_stream`` (LangChain's entry points, all the one stream of chunks),
+``structured`` (structured output by JSON), ``messages``, ``tool_choice``, ``call_options`` (a call's prompt
+and settings) and ``chunks`` (a generation as LangChain chunks).
 """
 
 from __future__ import annotations
 
-import difflib
 import weakref
-from operator import itemgetter
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel, LangSmithParams
+from langchain_core.language_models import LangSmithParams
 from langchain_core.language_models.base import LanguageModelInput
-from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
 from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
-from langchain_core.outputs import ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+from langchain_core.outputs import ChatGenerationChunk
+from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationInfo, field_validator, model_validator,
+)
 
-from .bridge import WorkerRun
 from .call_options import call_request
+from .chat_fields import apply_limits, check_choice, identifying_params, ls_params, refuse_unknown_arguments
+from .chat_stream import StreamedChatModel
 from .chunks import reply_chunks
 from .generation import DEFAULT_MAX_IMAGE_TOKENS, GenerationSettings, Prompt
-from .openvino_export import check_weights
-from .reply_grammar import json_schema_of
-from .runtime import DEFAULT_MODEL, VLMRuntime, check_engine, load_runtime, resolve_dtype
+from .runtime import DEFAULT_MODEL, VLMRuntime, load_runtime
+from .structured import check_method, json_structured_output
 from .tool_choice import forced_call_prefix, normalise_tool_choice, offered_tools
 
 __all__ = ["ChatQwenVL", "forced_call_prefix", "normalise_tool_choice", "offered_tools"]
 
-# The fields that decide what a reply says (not how fast it comes or what may be read to make it).
-_REPLY_SETTINGS = (
-    "model", "revision", "engine", "weights", "dtype", "max_tokens", "temperature", "top_p", "top_k", "sampling",
-    "repetition_penalty", "seed", "repetition_guard", "stop", "max_image_tokens", "min_image_tokens", "constrain",
-)
-_STRUCTURED_METHODS = ("function_calling", "json_schema", "json_mode")
 
-
-class ChatQwenVL(BaseChatModel):
+class ChatQwenVL(StreamedChatModel):
     """Qwen3-VL (default ``Qwen/Qwen3-VL-2B-Instruct``) on the CPU, as a LangChain chat model.
 
     Setup:
@@ -275,32 +267,12 @@ class ChatQwenVL(BaseChatModel):
     @classmethod
     def _refuse_unknown_arguments(cls, values: Any) -> Any:
         """A typo (or an argument of another version) must not quietly run something else."""
-        if isinstance(values, dict):
-            known = set(cls.model_fields) | {f.alias for f in cls.model_fields.values() if f.alias}
-            unknown = [name for name in values if name not in known]
-            if unknown:
-                hints = []
-                for name in unknown:
-                    close = difflib.get_close_matches(name, sorted(known), n=1)
-                    hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-                raise ValueError(f"ChatQwenVL got unknown argument{'s' if len(hints) > 1 else ''}: {', '.join(hints)}.")
-        return values
+        return refuse_unknown_arguments(cls.model_fields, values)
 
-    @field_validator("engine")
+    @field_validator("engine", "weights", "dtype")
     @classmethod
-    def _known_engine(cls, engine: str) -> str:
-        return check_engine(engine)
-
-    @field_validator("weights")
-    @classmethod
-    def _known_weights(cls, weights: str) -> str:
-        return check_weights(weights)
-
-    @field_validator("dtype")
-    @classmethod
-    def _known_dtype(cls, dtype: str) -> str:
-        resolve_dtype(dtype)  # refuses what it does not know; "auto" stays "auto" until the model loads
-        return dtype
+    def _known_choice(cls, value: str, info: ValidationInfo) -> str:
+        return check_choice(info.field_name, value)
 
     @property
     def _llm_type(self) -> str:
@@ -309,21 +281,10 @@ class ChatQwenVL(BaseChatModel):
     @property
     def _identifying_params(self) -> dict[str, Any]:
         """Every setting that can change a reply: LangChain's cache keys its answers by these."""
-        params = {name: getattr(self, name) for name in _REPLY_SETTINGS}
-        params["stop_sequences"] = params.pop("stop")  # LangChain puts a call's own ``stop`` under "stop"
-        return params
+        return identifying_params(self)
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        params = LangSmithParams(
-            ls_provider="qwenvl",
-            ls_model_name=kwargs.get("model", self.model),
-            ls_model_type="chat",
-            ls_temperature=kwargs.get("temperature", self.temperature),
-            ls_max_tokens=kwargs.get("max_tokens", self.max_tokens),
-        )
-        if stop or self.stop:
-            params["ls_stop"] = stop or self.stop
-        return params
+        return ls_params(self, stop, kwargs)
 
     @property
     def runtime(self) -> VLMRuntime:
@@ -334,16 +295,7 @@ class ChatQwenVL(BaseChatModel):
         runtime = load_runtime(
             model, self.revision, self.dtype, engine=self.engine, weights=self.weights, num_threads=self.num_threads
         )
-        # This instance's limits go to the shared copy once, and again only when they change: applied on every
-        # call, two instances that disagree would flip them back and forth (a smaller cache evicting each time).
-        limits = {
-            "max_waiting": self.max_waiting,
-            "vision_cache_mb": self.vision_cache_mb,
-            "prefix_cache_mb": self.prefix_cache_mb,
-        }
-        if self._limits_applied.get(runtime) != limits:
-            runtime.with_limits(**limits, by=id(self))
-            self._limits_applied[runtime] = limits
+        apply_limits(self, runtime, self._limits_applied)  # once per shared copy, again only when they change
         return runtime
 
     def bind_tools(
@@ -383,72 +335,9 @@ class ChatQwenVL(BaseChatModel):
         "json_mode" (any JSON object). ``include_raw``: ``{"raw", "parsed", "parsing_error"}``, a reply that does
         not parse gives ``parsed`` None and the error instead of raising. ``strict`` is accepted: a constrained
         reply always follows the schema."""
-        if method not in _STRUCTURED_METHODS:
-            raise ValueError(f"method must be one of {', '.join(_STRUCTURED_METHODS)}; got {method!r}.")
-        if method == "function_calling":
+        if check_method(method) == "function_calling":
             return super().with_structured_output(schema, include_raw=include_raw, **kwargs)
-        if kwargs:
-            raise ValueError(f"Received unsupported arguments {kwargs}")
-        if schema is None and method == "json_schema":
-            raise ValueError('method="json_schema" needs a schema: a pydantic model, a TypedDict or a JSON schema.')
-        response_format = json_schema_of({"type": "json_object"} if method == "json_mode" else schema)
-        llm = self.bind(
-            response_format=response_format,
-            ls_structured_output_format={"kwargs": {"method": method}, "schema": response_format},
-        )
-        is_model = isinstance(schema, type) and issubclass(schema, BaseModel)
-        parser = PydanticOutputParser(pydantic_object=schema) if is_model else JsonOutputParser()
-        if not include_raw:
-            return llm | parser
-        parsed = RunnablePassthrough.assign(parsed=itemgetter("raw") | parser, parsing_error=lambda _: None)
-        failed = RunnablePassthrough.assign(parsed=lambda _: None)
-        return RunnableMap(raw=llm) | parsed.with_fallbacks([failed], exception_key="parsing_error")
-
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        for chunk in self._chunks(messages, stop, kwargs):
-            if run_manager:
-                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
-
-    async def _astream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[ChatGenerationChunk]:
-        """The generation runs in a worker thread (``WorkerRun``); the event loop only awaits its chunks.
-        Cancelling the task (or closing the stream) stops the generation within a token or so and frees the model."""
-        run = WorkerRun(lambda: self._chunks(messages, stop, kwargs), name="qwenvl-astream")
-        async for chunk in run.aiterate():
-            if run_manager:
-                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        """The merged stream: ``invoke`` and ``stream`` give the same reply by construction."""
-        return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
-
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
+        return json_structured_output(self, schema, include_raw=include_raw, method=method, kwargs=kwargs)
 
     def _chunks(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
