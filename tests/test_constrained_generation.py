@@ -140,7 +140,10 @@ def test_forced_tool_calls_always_parse_and_validate(runtime):
           f"{several} with several calls, {closed} closed by the budget, {chinese} with Chinese values; {tokens} "
           f"tokens in {steps} decode steps ({forced} forced)")
     assert names == set(MODELS)  # enums, numbers, nested objects, Chinese: every tool was called
-    assert several and closed and chinese  # the cases this test stands for did happen
+    # The cases this test stands for did happen. Whether the random model opens a second call in a turn depends
+    # on its draw (one transformers version's random weights do, another's never): that a second call stays
+    # possible under the grammar is held by test_constrain.py, whose sampled logits do not depend on the draw.
+    assert closed and chinese
     assert unconstrained == 0
     assert steps <= tokens - forced  # jump-forward: one pass per token the model chose, the forced ride along
 
