@@ -99,8 +99,8 @@ def _targets(results: dict[str, Any], pipelines: list[str]) -> list[str]:
             lines.append(f"| {label} | – | not measured |")
             continue
         met = value >= target if higher else value <= target
-        unit = "×" if "×" in label else (" s" if " s" in label and "%" not in label else " %")
-        shown = f"{value:.2f}{unit}" if unit == "×" else f"{value:.0f}{unit}"
+        unit = "×" if "×" in label else " GB" if " GB" in label else (" s" if " s" in label and "%" not in label else " %")
+        shown = f"{value:.2f}{unit}" if unit == "×" else f"{value:.1f}{unit}" if unit == " GB" else f"{value:.0f}{unit}"
         lines.append(f"| {label} | {shown} | {'yes' if met else 'no: ' + _shortfall(value, target, higher, unit)} |")
     lines.append("")
     return lines
