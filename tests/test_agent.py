@@ -379,8 +379,8 @@ def test_a_stopped_run_does_not_make_the_calls_still_waiting_for_their_turn(tiny
     with slow_replies(tiny_runtime, [story(40), "second page"], seconds_per_token=0.05) as left:
         for event in assistant.stream("Read both.", [draw_invoice(), draw_invoice()], cancel=cancel):
             events.append(event)
-            if isinstance(event, ToolCall) and event.args["image_id"] == "img-2":
-                threading.Timer(0.5, cancel.set).start()  # while the first call reads its page
+            if isinstance(event, ToolCall) and event.args["image_id"] == "img-1":
+                threading.Timer(0.5, cancel.set).start()  # while the first call reads its page (2 s of tokens)
         stopped_at = time.perf_counter()
     assert left == ["second page"]  # the second call never reached the model
     assert not any(isinstance(e, Answer) for e in events)
