@@ -1,14 +1,6 @@
 """The compact form of a chart reply: a few ``key: value`` lines and a ``|`` table, a third of the tokens of
-the same chart as JSON (every token of a reply is a decode step, the slowest part of a step on a CPU).
-
-    type: bar
-    title: Sales by year
-    x: Year
-    y: Sales (USD)
-    Year | Online | Store
-    2021 | 120 | 80
-    2022 | 135.5 | ?
-    answer: none
+the same chart as JSON (every token of a reply is a decode step, the slowest part of a step on a CPU);
+``EXAMPLE`` shows it.
 
 The table's header names the x axis (the ``x:`` line is its title), then one column per series; each row is a category and its values.
 Markdown's outer pipes and separator row are accepted, as are fences around the whole reply and a line of
@@ -26,8 +18,7 @@ from .chart_values import format_number
 if TYPE_CHECKING:
     from .chart_data import ChartData
 
-CHART_INSTRUCTIONS = """\
-Reply in this form and nothing else:
+EXAMPLE = """\
 type: bar
 title: Sales by year
 x: Year
@@ -36,6 +27,9 @@ Year | Online | Store
 2021 | 120 | 80
 2022 | 135.5 | ?
 answer: none
+"""
+
+CHART_INSTRUCTIONS = "Reply in this form and nothing else:\n" + EXAMPLE + """\
 Rules:
 - type: bar, line, pie, scatter, area or other.
 - The table: a header (the x axis, then one column per legend entry; one if there is no legend), then one \
