@@ -120,6 +120,7 @@ class CallsInOrder(AgentMiddleware):
             while self._done.get(turn, 0) < index:
                 _check(stop)
                 self._turn.wait(0.1)
+        _check(stop)  # the call before this one may have ended because the run was stopped
         try:
             return handler(request)
         finally:
@@ -131,6 +132,7 @@ class CallsInOrder(AgentMiddleware):
         while self._done.get(turn, 0) < index:
             _check(stop)
             await asyncio.sleep(0.01)
+        _check(stop)
         try:
             return await handler(request)
         finally:
