@@ -123,3 +123,23 @@ class _Like:
 
     def __getattr__(self, name):
         return self._changed.get(name, getattr(self._runtime, name))
+
+
+def test_warming_a_constraining_planner_builds_the_grammar_view_of_the_tokenizer_before_the_first_call(tiny_model, folder):
+    from qwenvl_agent.vlm import grammar_match
+
+    llm = ChatQwenVL(model=tiny_model, engine="torch", max_tokens=40)
+    store = ImageStore()
+    store.add(draw_invoice())
+    tools = make_tools(llm, store)
+    tokenizer = llm.runtime.tokenizer
+    grammar_match._ENVIRONMENTS.pop(tokenizer, None)  # as in a new process
+    ChatQwenVL(model=tiny_model, engine="torch", constrain=False).warm_prefix([SystemMessage(SYSTEM_PROMPT)], tools)
+    assert tokenizer not in grammar_match._ENVIRONMENTS  # a planner that does not constrain does not pay for it
+    llm.warm_prefix([SystemMessage(SYSTEM_PROMPT)], tools)
+    assert tokenizer in grammar_match._ENVIRONMENTS
+    built = grammar_match._ENVIRONMENTS[tokenizer]
+    with scripted_replies(llm.runtime, ['<tool_call>\n{"name": "ocr_image", "arguments": {"image_id": "img-1"}}\n</tool_call>']):
+        reply = llm.bind_tools(tools, tool_choice="any").invoke([SystemMessage(SYSTEM_PROMPT), HumanMessage(QUESTION)])
+    assert reply.tool_calls[0]["args"] == {"image_id": "img-1"}
+    assert grammar_match._ENVIRONMENTS[tokenizer] is built  # the call used the one built when warming

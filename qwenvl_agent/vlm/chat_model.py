@@ -314,7 +314,10 @@ class ChatQwenVL(StreamedChatModel):
     def warm_prefix(self, messages: list[BaseMessage], tools: Sequence[Any] = ()) -> Any:
         """Have the KV state of ``messages`` with ``tools`` offered (an agent's system prompt and tools) ready, so
         a later call whose prompt starts with them prefills only the rest: see ``VLMRuntime.warm_prefix``. Loads
-        the model. None when this model does not reuse prefixes (``reuse_prefix=False``)."""
+        the model. None when this model does not reuse prefixes (``reuse_prefix=False``). With ``constrain`` and
+        tools, the grammar's view of the tokenizer is built now too, not in the first constrained reply."""
+        if self.constrain and tools:
+            self.runtime.prepare_grammars()
         if not self.reuse_prefix:
             return None
         options = {"tools": [convert_to_openai_tool(tool) for tool in tools]} if tools else {}

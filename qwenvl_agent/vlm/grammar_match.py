@@ -91,6 +91,11 @@ def _environment(hf_tokenizer: Any, vocab_size: int | None, end_token_ids: Seque
         return per_tokenizer[key]
 
 
+def prepare_environment(hf_tokenizer: Any, vocab_size: int | None = None, end_token_ids: Sequence[int] | None = None) -> None:
+    """Build (and keep) the matcher's view of ``hf_tokenizer`` ahead of the first grammar that needs it."""
+    _environment(hf_tokenizer, vocab_size, end_token_ids)
+
+
 def _compile(env: _Environment, lark: str) -> Any:
     import llguidance
 

@@ -175,6 +175,11 @@ class VLMRuntime:
 
         return warm_prefix(self, messages, tools)
 
+    def prepare_grammars(self) -> None:
+        """Build the grammar's view of the tokenizer (~2 s once per process) now, not in the first constrained reply."""
+        from .run import prepare_grammars
+        prepare_grammars(self)
+
 
 def load_runtime(
     model: str | os.PathLike = DEFAULT_MODEL,
