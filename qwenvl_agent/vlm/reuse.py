@@ -266,10 +266,10 @@ class PrefixCache:
         self._lru.get(best[0])  # mark as recently used
         return best[1], best_length
 
-    def add(self, entry: PrefixEntry) -> None:
+    def add(self, entry: PrefixEntry) -> PrefixEntry:
         """Keep ``entry``; entries whose tokens and images it extends are dropped, being of no more use. The
         entry is kept compact (token ids as 4-byte integers, no view of a larger buffer) and sized by what it
-        holds."""
+        holds. Returns the entry as kept."""
         tokens = array.array("i", entry.tokens)
         kv = compact(entry.kv)
         entry = replace(entry, tokens=tokens, kv=kv, nbytes=held_bytes(tokens) + held_bytes(kv))
@@ -281,6 +281,7 @@ class PrefixCache:
         while len(self._lru) > self.max_entries:
             oldest = self._lru.items()[0][0]
             self._lru.remove(oldest)
+        return entry
 
     def clear(self) -> None:
         self._lru.clear()

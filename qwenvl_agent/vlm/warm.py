@@ -75,7 +75,9 @@ def prefix_tokens(runtime: Any, messages: list[dict], tools: list[dict] | None) 
 def prefix_key(runtime: Any, tokens: list[int]) -> str:
     """The file name of a prefix: a hash of the model, its weight files, the engine, the precision and the tokens."""
     digest = hashlib.blake2b(digest_size=16)
-    for part in (FORMAT, runtime.model_id, runtime.revision, runtime.engine_name, runtime.dtype, weights_fingerprint(runtime.path)):
+    kv_format = getattr(runtime.engine, "kv_format", "")
+    for part in (FORMAT, runtime.model_id, runtime.revision, runtime.engine_name, runtime.dtype, kv_format,
+                 weights_fingerprint(runtime.path)):
         digest.update(f"{part}\0".encode())
     digest.update(b",".join(str(token).encode() for token in tokens))
     return digest.hexdigest()

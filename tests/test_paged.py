@@ -1,0 +1,76 @@
+"""The OpenVINO engine's language model with paged attention: its KV cache is blocks the engine owns, a kept
+prefix goes back into them (or is still there), and they grow as prompts need, all without changing a reply."""
+
+from __future__ import annotations
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+from qwenvl_agent.vlm import ChatQwenVL
+
+pytest.importorskip("openvino")
+
+SYSTEM = SystemMessage("You read invoices and answer in one sentence. " * 12)
+FIRST = [SYSTEM, HumanMessage("What is the total of the invoice? It lists screws, hinges and a drill.")]
+SECOND = FIRST + [AIMessage("The total is 1,234.56 dollars."), HumanMessage("And when is it due? Say the day.")]
+OTHER = [HumanMessage("Something else entirely: name three colours of the rainbow, then count to ten.")]
+
+
+@pytest.fixture
+def llm(tiny_model):
+    model = ChatQwenVL(model=tiny_model, engine="openvino", max_tokens=12)
+    if not model.runtime.engine.kv_format.startswith("paged"):
+        pytest.skip("this OpenVINO has no paged attention")
+    return model
+
+
+def reply(llm, messages, **switches):
+    message = llm.invoke(messages, **switches)
+    return message.content, {**message.response_metadata["timings"], "input_tokens": message.usage_metadata["input_tokens"]}
+
+
+def test_a_continued_prompt_reads_only_its_new_tokens_and_replies_as_a_fresh_one(llm):
+    llm.runtime.prefix_cache.clear()
+    fresh, _ = reply(llm, SECOND, reuse_prefix=False)
+    reply(llm, FIRST)
+    continued, timings = reply(llm, SECOND)
+    assert timings["reused_tokens"] > 0 and timings["prefill_tokens"] < timings["input_tokens"] - timings["reused_tokens"] + 2
+    assert continued == fresh
+
+
+def test_a_kept_prefix_goes_back_into_blocks_another_prompt_has_overwritten(llm):
+    llm.runtime.prefix_cache.clear()
+    fresh, _ = reply(llm, SECOND, reuse_prefix=False)
+    reply(llm, FIRST)
+    reply(llm, OTHER)  # writes its own tokens over the first prompt's blocks
+    restored, timings = reply(llm, SECOND)
+    assert timings["reused_tokens"] > 0
+    assert restored == fresh
+
+
+def test_the_blocks_grow_and_keep_what_they_hold(llm):
+    request = llm.runtime.engine._paged
+    llm.runtime.prefix_cache.clear()
+    reply(llm, FIRST)
+    expected, _ = reply(llm, SECOND)
+    llm.runtime.prefix_cache.clear()
+    reply(llm, FIRST)
+    before = request._blocks
+    request._grow(before * 2)  # as a longer prompt would: new tensors, the old blocks copied over
+    grown, timings = reply(llm, SECOND)
+    assert request._blocks == before * 2 and timings["reused_tokens"] > 0
+    assert grown == expected
+
+
+def test_a_prefix_saved_by_the_stateful_model_is_not_put_back_into_paged_blocks(llm):
+    from qwenvl_agent.vlm.warm import prefix_key
+
+    tokens = [1, 2, 3]
+    engine = llm.runtime.engine
+    paged = prefix_key(llm.runtime, tokens)
+    engine._paged, saved = None, engine._paged
+    try:
+        stateful = prefix_key(llm.runtime, tokens)
+    finally:
+        engine._paged = saved
+    assert paged != stateful
