@@ -1,5 +1,5 @@
-"""Continued prefill on OpenVINO: the OpenVINO engine's stateful language model against the same IR turned into
-a paged-attention model (OpenVINO's own ``paged_attention_transformation``, as OpenVINO GenAI's pipelines use it)
+"""Continued prefill on OpenVINO: the OpenVINO engine's stateful language model (``QWENVL_PAGED=0``) against the
+same IR turned into a paged-attention model (OpenVINO's own ``paged_attention_transformation``, as OpenVINO GenAI's pipelines use it)
 and driven from Python with one sequence's block table.
 
 Run alone (it is a timing), in the OpenVINO environment: ``python docs/scripts/measure_paged_attention.py``.
@@ -108,6 +108,9 @@ def measure(name: str, run) -> None:
 
 def main() -> None:
     print(machine_facts())
+    from qwenvl_agent.vlm import engine_openvino
+
+    engine_openvino.PAGED = False  # the engine's stateful model, as before paged attention (QWENVL_PAGED=0)
     runtime = load_runtime(random_checkpoint(), engine="openvino", weights="int4")
     measure("stateful", stateful(runtime))
     folder = runtime.path  # the int4 IR
