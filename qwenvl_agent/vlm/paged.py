@@ -52,10 +52,6 @@ def to_paged(model: Any) -> None:
     model.validate_nodes_and_infer_types()
 
 
-def is_paged(model: Any) -> bool:
-    return any(port.get_any_name() == "past_lens" for port in model.inputs)
-
-
 class PagedRequest:
     """The paged language model's infer request, called as the stateful one is (see the module's text)."""
 
