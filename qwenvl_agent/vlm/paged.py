@@ -91,25 +91,26 @@ class PagedRequest:
     # Prefixes in and out.
     def read(self, length: int) -> list[np.ndarray]:
         """A copy of the first ``length`` tokens' keys and values, per cache input ``[1, heads, length, size]``."""
-        used = math.ceil(length / self.block)
+        full, rest = divmod(length, self.block)
         states = []
         for port in self._caches:
-            blocks = self._request.get_tensor(port.get_any_name()).data[:used]  # [used, heads, block, size]
-            heads, size = blocks.shape[1], blocks.shape[3]
-            state = blocks.transpose(1, 0, 2, 3).reshape(heads, used * self.block, size)[:, :length]
-            states.append(np.ascontiguousarray(state)[None])
+            blocks = self._request.get_tensor(port.get_any_name()).data  # [blocks, heads, block, size]
+            state = np.empty((1, blocks.shape[1], length, blocks.shape[3]), dtype=blocks.dtype)
+            _by_block(state[0], full, self.block)[...] = blocks[:full].transpose(1, 0, 2, 3)
+            if rest:
+                state[0, :, full * self.block :] = blocks[full, :, :rest]
+            states.append(state)
         return states
 
     def restore(self, states: list[np.ndarray], length: int) -> None:
         """Put the first ``length`` tokens of ``states`` (from ``read``) back into the blocks."""
-        used = math.ceil(length / self.block)
+        full, rest = divmod(length, self.block)
         self._ensure(length)
         for port, state in zip(self._caches, states):
             blocks = self._request.get_tensor(port.get_any_name()).data
-            heads, size = state.shape[1], state.shape[3]
-            padded = np.zeros((heads, used * self.block, size), dtype=blocks.dtype)
-            padded[:, :length] = state[0, :, :length]
-            blocks[:used] = padded.reshape(heads, used, self.block, size).transpose(1, 0, 2, 3)
+            blocks[:full] = _by_block(state[0], full, self.block).transpose(1, 0, 2, 3)
+            if rest:
+                blocks[full, :, :rest] = state[0, :, full * self.block : length]
 
     # Inside.
     def _paged_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -150,6 +151,12 @@ class PagedRequest:
                 tensor.data[: self._blocks] = self._request.get_tensor(name).data[: self._blocks]
             self._request.set_tensor(name, tensor)
         self._blocks = blocks
+
+
+def _by_block(tokens: np.ndarray, full: int, block: int) -> np.ndarray:
+    """The first ``full`` blocks of ``tokens`` (``[heads, tokens, size]``) as ``[heads, full, block, size]``: a view
+    of the same memory, so that writing into it writes ``tokens``."""
+    return tokens[:, : full * block].reshape(tokens.shape[0], full, block, tokens.shape[2])
 
 
 def _numpy(value: Any) -> np.ndarray:

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from typing import Any
 
 from .constrain import Constraint, ConstraintError
-from .grammar_match import prepare_environment
 from .settings import GenerationSettings, Prompt, StepTimes
 from .stopping import Stopped, StopWhen
 
@@ -37,12 +36,6 @@ def grammar_widths(runtime) -> dict[str, Any]:
         "vocab_size": getattr(model.config, "text_config", model.config).vocab_size,
         "end_token_ids": ends if isinstance(ends, list) else None if ends is None else [ends],
     }
-
-
-def prepare_grammars(runtime) -> None:
-    """Build what every grammar of ``runtime`` stands on (the matcher's view of the tokenizer, ~2 s for
-    Qwen's 151k tokens, once per process) now rather than in the first constrained reply."""
-    prepare_environment(runtime.tokenizer, **grammar_widths(runtime))
 
 
 class GenerationRun:

@@ -177,8 +177,9 @@ class VLMRuntime:
 
     def prepare_grammars(self) -> None:
         """Build the grammar's view of the tokenizer (~2 s once per process) now, not in the first constrained reply."""
-        from .run import prepare_grammars
-        prepare_grammars(self)
+        from .grammar_match import prepare_environment
+        from .run import grammar_widths
+        prepare_environment(self.tokenizer, **grammar_widths(self))
 
 
 def load_runtime(
