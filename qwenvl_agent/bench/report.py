@@ -320,7 +320,7 @@ def _agent_section(results: dict[str, Any]) -> list[str]:
             f"Steps on the {NAMES.get(name, name)}:",
             "",
             "| generation | input tokens | reused from a cached prefix | prefilled | vision | prefill | decode (tokens) "
-            "| decode passes (tokens fed by jump-forward) | total |",
+            "| decode passes (tokens fed by jump-forward; drafts taken/checked) | total |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for call in run["generations"]:
@@ -328,7 +328,8 @@ def _agent_section(results: dict[str, Any]) -> list[str]:
                 f"| {call.get('step', '')} | {call.get('input_tokens')} | {call.get('reused_tokens', 0)} | "
                 f"{call.get('prefill_tokens', 0)} | {_num(call.get('vision_seconds'), 1, ' s')} | "
                 f"{_num(call.get('prefill_seconds'), 1, ' s')} | {_num(call.get('decode_seconds'), 1, ' s')} "
-                f"({call.get('output_tokens')}) | {call.get('decode_steps', '–')} ({call.get('forced_tokens', 0)}) | "
+                f"({call.get('output_tokens')}) | {call.get('decode_steps', '–')} ({call.get('forced_tokens', 0)}; "
+                f"{call.get('accepted_draft_tokens', 0)}/{call.get('draft_tokens', 0)}) | "
                 f"{_num(call.get('seconds'), 1, ' s')} |"
             )
     lines.append("")

@@ -96,9 +96,12 @@ class Ours:
 
         message = HumanMessage(content=[{"type": "image", "image": image}, {"type": "text", "text": question}])
         started = time.perf_counter()
+        # No prompt-lookup drafts: the forced reply repeats one sentence, which drafts would mostly take, and
+        # this measures the engine's own decoding (the agent runs measure drafts on realistic replies).
         with scripted_replies(self.runtime, [reply_of(self.runtime.tokenizer, new_tokens)]):
             reply = self.llm.invoke(
-                [message], max_image_tokens=budget, min_image_tokens=min(budget, 64), cache_images=reuse, reuse_prefix=reuse
+                [message], max_image_tokens=budget, min_image_tokens=min(budget, 64), cache_images=reuse,
+                reuse_prefix=reuse, prompt_lookup_num_tokens=0,
             )
         seconds = time.perf_counter() - started
         timings = reply.response_metadata["timings"]

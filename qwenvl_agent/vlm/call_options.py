@@ -61,9 +61,16 @@ def call_request(
         seed=option("seed"),
         repetition_guard=option("repetition_guard"),
         grammar=grammar,
+        prompt_lookup_num_tokens=_draft_count(option("prompt_lookup_num_tokens")),
         **sampling_options({name: option(name) for name in _SAMPLING}, option("sampling"), generation_config),
     )
     return Prompt(messages=qwen_messages, images=images, tools=tools, assistant_prefix=prefix), settings
+
+
+def _draft_count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"prompt_lookup_num_tokens must be a whole number of draft tokens, 0 or more; got {value!r}.")
+    return value
 
 
 def sampling_options(given: dict[str, Any], sampling: str, generation_config: Callable[[], Any]) -> dict[str, Any]:

@@ -94,6 +94,11 @@ class ChatQwenVL(StreamedChatModel):
             arguments that follow its schema (and, given ``allowed_ids``, only ids that exist); with a
             ``response_format`` the whole reply is JSON of that schema. False: the model writes freely and what it
             writes is read leniently.
+        prompt_lookup_num_tokens: int
+            Greedy replies only: up to this many draft tokens a forward pass (default 10), taken from where the
+            reply's last tokens appeared earlier in the prompt or the reply; the model checks them in the pass it
+            makes anyway, so a reply that quotes its input comes several tokens a pass. The reply is the same with
+            any value; 0 turns it off. (The OpenVINO engine drafts on its paged model, not the stateful one.)
 
     Key init args — images:
         max_image_tokens: int
@@ -243,6 +248,7 @@ class ChatQwenVL(StreamedChatModel):
     seed: int | None = None
     repetition_guard: bool = False
     constrain: bool = True
+    prompt_lookup_num_tokens: int = Field(default=10, ge=0)
     stop: list[str] | None = Field(default=None, alias="stop_sequences")
     timeout: float | None = None
     streaming: bool = False

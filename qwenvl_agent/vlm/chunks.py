@@ -97,6 +97,9 @@ def last_chunk(stats: GenerationStats, model: str, has_calls: bool) -> ChatGener
                 # Forward passes while decoding, and the tokens jump-forward fed without a pass of their own.
                 "decode_steps": stats.decode_steps,
                 "forced_tokens": stats.forced_tokens,
+                # Prompt-lookup drafts the model checked, and those the reply took.
+                "draft_tokens": times.draft_tokens,
+                "accepted_draft_tokens": times.accepted_draft_tokens,
             },
         },
     )

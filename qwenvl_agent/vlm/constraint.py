@@ -96,6 +96,15 @@ class Constraint:
             return list(self._closing)
         return list(self._matcher.compute_ff_tokens())
 
+    def valid_prefix(self, tokens: Sequence[int]) -> int:
+        """How many of ``tokens``, from the first, the grammar would accept next (none consumed): a draft past
+        that point cannot be the reply. Free text and reasoning take any; closing takes only its own path."""
+        if self.phase != "grammar":
+            return len(tokens)
+        if self.done or self._closing is not None:
+            return 0
+        return int(self._matcher.validate_tokens(list(tokens)))
+
     def release(self) -> None:
         """Stop constraining this reply: from here on every token is accepted and nothing is masked or forced
         (for a reply forced from outside, such as a scripted one, that leaves the grammar)."""

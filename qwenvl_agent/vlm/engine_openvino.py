@@ -122,12 +122,17 @@ class OpenVINOEngine:
         times.prefill_tokens += length - reused
         held = [length]
 
-        def step(tokens):
-            logits = self._step(tokens, held[0], delta)
+        def step(tokens, count: int = 1):
+            logits = self._step(tokens, held[0], delta, count)
             held[0] += tokens.shape[1]
             return logits
 
-        output = decode(step, ids, logits, kwargs, times, self._end_ids())
+        def rollback(count: int) -> None:  # the blocks past the tokens held are written over by the next call
+            held[0] -= count
+            self.model.language_model._past_length -= count
+
+        # Only paged attention takes back tokens for free (a stateful model would copy its whole state out and in).
+        output = decode(step, ids, logits, kwargs, times, self._end_ids(), rollback if self._paged is not None else None)
         if settings.reuse_prefix:
             self._remember(output, spans)
         return output
@@ -176,20 +181,28 @@ class OpenVINOEngine:
             self._images = None
         return output.logits[:, -1, :]
 
-    def _step(self, tokens, length: int, delta: int):
+    def _step(self, tokens, length: int, delta: int, logits: int = 1):
         """One pass of the language model over ``tokens`` (text, after the ``length`` tokens the state holds,
-        the images among them); the last logits."""
+        the images among them); the logits of the last ``logits`` positions, ``[logits, vocabulary]`` (more
+        than one on the paged model only)."""
         import torch
 
         count = tokens.shape[1]
         position = (torch.arange(length, length + count, dtype=torch.long) + delta).view(1, 1, count).expand(3, 1, count)
-        output = self.model.forward(
-            input_ids=tokens,
-            attention_mask=torch.ones((1, length + count), dtype=torch.long),
-            position_ids=position,
-            past_key_values=((),),
-        )
-        return output.logits[:, -1, :]
+        if self._paged is not None:
+            self._paged.logits_count = logits
+        try:
+            output = self.model.forward(
+                input_ids=tokens,
+                attention_mask=torch.ones((1, length + count), dtype=torch.long),
+                position_ids=position,
+                past_key_values=((),),
+            )
+        finally:
+            if self._paged is not None:
+                self._paged.logits_count = 1
+        rows = output.logits.reshape(-1, output.logits.shape[-1])
+        return rows[-logits:]
 
     def _end_ids(self) -> list[int]:
         end = self.model.generation_config.eos_token_id

@@ -65,14 +65,23 @@ class TorchEngine:
         if reused < length - 1:
             self._prefill(inputs, spans, reused, length - 1, positions, kv, settings, times, should_stop)
         logits = self._step(ids[:, -1:], kv, delta)
-        output = decode(lambda tokens: self._step(tokens, kv, delta), ids, logits, kwargs, times, self._end_ids())
+        output = decode(
+            lambda tokens, count=1: self._step(tokens, kv, delta, count),
+            ids,
+            logits,
+            kwargs,
+            times,
+            self._end_ids(),
+            lambda count: kv.crop(-count),  # a negative count: drop that many (either transformers)
+        )
         if settings.reuse_prefix:
             kept = kv.get_seq_length()
             self.prefix_cache.add(PrefixEntry(output[0, :kept].tolist(), tuple(spans), kv))
         return output
 
-    def _step(self, tokens, kv, delta: int):
-        """One pass of the language model over ``tokens`` (text, after what ``kv`` holds); the last logits."""
+    def _step(self, tokens, kv, delta: int, count: int = 1):
+        """One pass of the language model over ``tokens`` (text, after what ``kv`` holds); the logits of the last
+        ``count`` positions, ``[count, vocabulary]``."""
         import torch
 
         start = kv.get_seq_length()
@@ -84,7 +93,7 @@ class TorchEngine:
             use_cache=True,
             **{self._cache_arg: kv},
         )
-        return self.model.lm_head(output.last_hidden_state[:, -1:, :])[:, -1, :].float()
+        return self.model.lm_head(output.last_hidden_state[0, -count:, :]).float()
 
     def _end_ids(self) -> list[int]:
         end = self.model.generation_config.eos_token_id

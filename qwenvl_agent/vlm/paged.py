@@ -24,6 +24,8 @@ import numpy as np
 
 # Blocks allocated at first: room for this many tokens (about 0.45 GB for Qwen3-VL-2B); doubled as needed.
 INITIAL_TOKENS = 4096
+# The paged model's input saying for how many of the last positions it computes the logits.
+LOGITS_COUNT = "logits_count"
 
 
 def available() -> bool:
@@ -37,7 +39,9 @@ def available() -> bool:
 
 def to_paged(model: Any) -> None:
     """Turn the stateful language model (an ``ov.Model``) into the paged one, in place, computing the
-    vocabulary's logits for the last token only (the paged model lays tokens along the first axis)."""
+    vocabulary's logits for the last ``logits_count`` positions only (a new input: 1 while reading a prompt,
+    more while checking a speculative draft; the paged model lays tokens along the first axis)."""
+    import openvino as ov
     import openvino.opset13 as ops
     from openvino._offline_transformations import paged_attention_transformation
 
@@ -45,10 +49,13 @@ def to_paged(model: Any) -> None:
     head = model.output("logits").get_node().input_value(0).get_node()
     if head.get_type_name() != "MatMul":
         return
+    count = ops.parameter([1], ov.Type.i64, name=LOGITS_COUNT)
+    count.output(0).get_tensor().set_names({LOGITS_COUNT})
     big = np.iinfo(np.int64).max
-    last = ops.slice(head.input_value(0), np.array([-1], np.int64), np.array([big], np.int64),
+    last = ops.slice(head.input_value(0), ops.negative(count), np.array([big], np.int64),
                      np.array([1], np.int64), np.array([0], np.int64))
     head.input(0).replace_source_output(last.output(0))
+    model.add_parameters([count])
     model.validate_nodes_and_infer_types()
 
 
@@ -62,6 +69,9 @@ class PagedRequest:
         self.block = self._caches[0].get_partial_shape()[2].get_length()
         self._blocks = 0
         self._inputs: dict[str, Any] = {}
+        # Logits for this many of the call's last positions (an engine checking a draft sets it for one call).
+        self.logits_count = 1
+        self._counted = any(LOGITS_COUNT in port.get_names() for port in compiled.inputs)
         self._grow(math.ceil(INITIAL_TOKENS / self.block))
 
     def __getattr__(self, name: str) -> Any:
@@ -129,6 +139,8 @@ class PagedRequest:
             "block_indices_begins": np.array([0, used], dtype=np.int32),
             "block_indices": np.arange(used, dtype=np.int32),
         }
+        if self._counted:
+            paged[LOGITS_COUNT] = np.array([min(self.logits_count, count)], dtype=np.int64)
         for name in ("visual_pos_masks", "deepstack_visual_embeds"):
             if name in inputs:
                 paged[name] = _numpy(inputs[name])

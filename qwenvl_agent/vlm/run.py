@@ -120,6 +120,7 @@ class GenerationRun:
             "stopping_criteria": StoppingCriteriaList([StopWhen(self)]),
             "constraint": self.constraint,
             "jump_forward": settings.jump_forward,
+            "prompt_lookup_num_tokens": settings.prompt_lookup_num_tokens,
         }
         if settings.temperature:
             # Unset top-p and top-k are the checkpoint's own (generation_config.json), as ``generate`` takes them.

@@ -52,6 +52,10 @@ class GenerationSettings:
     # Where the grammar admits only one continuation, feed those tokens in one forward pass (jump-forward)
     # instead of one pass each; the reply is the same either way.
     jump_forward: bool = True
+    # Greedy replies: up to this many draft tokens a pass, taken from where the last tokens appeared earlier in
+    # the prompt or reply (prompt lookup), checked by the model in the pass it makes anyway; the reply is the
+    # same either way. 0: none. Engines that cannot take tokens back (the stateful OpenVINO model) draft none.
+    prompt_lookup_num_tokens: int = 10
 
 
 @dataclass
@@ -68,6 +72,9 @@ class StepTimes:
     # Forward passes of the model after the prompt, and the reply tokens among them fed by jump-forward.
     decode_steps: int = 0
     forced_tokens: int = 0
+    # Prompt-lookup drafts the model read, and those the reply took (each taken one a pass saved).
+    draft_tokens: int = 0
+    accepted_draft_tokens: int = 0
     # The reply ended by itself: an end token, or the end of the grammar's value.
     ended: bool = False
 
