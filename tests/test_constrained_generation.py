@@ -222,7 +222,9 @@ def test_jump_forward_gives_the_same_greedy_reply_in_fewer_decode_steps(runtime)
         for grammar in grammars:
             replies = {}
             for jump in (True, False):
-                settings = GenerationSettings(max_new_tokens=120, grammar=grammar, jump_forward=jump, reuse_prefix=False)
+                # Without prompt-lookup drafts, which also save passes: these counts are jump-forward's alone.
+                settings = GenerationSettings(max_new_tokens=120, grammar=grammar, jump_forward=jump, reuse_prefix=False,
+                                              prompt_lookup_num_tokens=0)
                 replies[jump] = generate(runtime, settings, prompt(question))
             (text, on), (text_off, off) = replies[True], replies[False]
             assert off.forced_tokens == 0 and off.decode_steps == off.output_tokens - 1
@@ -242,7 +244,8 @@ def test_scripted_replies_win_over_the_grammar(runtime):
     valid = tool_call_text("ask_about", {"image_id": "图-3", "question": "总计是多少？"})
     words = "No call at all."
     with scripted_replies(runtime, [invalid, valid, words]) as left:
-        replies = [generate(runtime, GenerationSettings(max_new_tokens=100, grammar=grammar)) for _ in range(3)]
+        settings = GenerationSettings(max_new_tokens=100, grammar=grammar, prompt_lookup_num_tokens=0)
+        replies = [generate(runtime, settings) for _ in range(3)]
     assert left == []
     assert [text for text, _ in replies] == [invalid, valid, words]
     assert all(stats.finish_reason == "stop" for _, stats in replies)
