@@ -253,3 +253,26 @@ def test_a_scan_with_a_stamp_in_its_text_layer_is_still_read_by_ocr():
     assert store.index.wait(60)
     page = store.index.page("doc-1/page-1")
     assert page.source == "OCR" and "termination" in page.text.lower(), page
+
+
+def test_ocr_for_the_index_waits_while_a_model_generates_unless_someone_waits_for_the_pages(tiny_runtime):
+    """Two cores shared between the index's OCR and a decode loop halve the decoding: OCR waits for the model,
+    except when a search waits for the pages (then the pages come first)."""
+    read = []
+    index = PageIndex(read=lambda image: read.append(image.size) or [])
+    tiny_runtime.gate.enter()  # what every generation of the model does while it runs
+    try:
+        index.add_image("img-1", Image.new("RGB", (50, 40)))
+        time.sleep(1.0)
+        assert read == [] and index.progress() == (0, 1)
+    finally:
+        tiny_runtime.gate.leave()
+    assert index.wait(5) and read == [(50, 40)]
+    tiny_runtime.gate.enter()
+    try:
+        index.add_image("img-2", Image.new("RGB", (60, 40)))
+        assert index.wait(5)  # a waiter: read now, generation or not
+        assert read == [(50, 40), (60, 40)]
+    finally:
+        tiny_runtime.gate.leave()
+    index.close()

@@ -21,6 +21,30 @@ from .errors import BusyError, GenerationCancelled, GenerationTimeout
 # How often a waiter looks at its cancel signal (which may be several events, so it cannot be waited on).
 _CANCEL_POLL = 0.05
 
+# Generations running in this process, over every loaded model: background work that needs the cores (OCR for
+# the page index) waits for none to run. Two cores shared with a decode loop slow it down twice over.
+_running = threading.Condition()
+_generations = 0
+
+
+def generating() -> bool:
+    """True while any model of this process generates."""
+    return _generations > 0
+
+
+def wait_until_no_generation(timeout: float) -> bool:
+    """Wait until no model of this process generates, at most ``timeout`` seconds; True if none does."""
+    with _running:
+        return _running.wait_for(lambda: _generations == 0, timeout)
+
+
+def _count(change: int) -> None:
+    global _generations
+    with _running:
+        _generations += change
+        if not _generations:
+            _running.notify_all()
+
 
 def busy_error(waiting: int, limit: int) -> BusyError:
     """The one "the model is busy" refusal: ``waiting`` callers queued behind the running one, ``limit`` at most."""
@@ -88,6 +112,7 @@ class GenerationGate:
         with self._lock:
             if not self._busy:
                 self._busy = True
+                _count(+1)
                 return
             if len(self._queue) >= self.max_waiting:
                 raise busy_error(len(self._queue), self.max_waiting)
@@ -114,6 +139,7 @@ class GenerationGate:
                 self._queue.popleft().granted.set()  # stays busy: the next caller holds it now
             else:
                 self._busy = False
+                _count(-1)
 
     def _give_up(self, ticket: _Ticket) -> None:
         with self._lock:
