@@ -255,11 +255,16 @@ def test_a_scan_with_a_stamp_in_its_text_layer_is_still_read_by_ocr():
     assert page.source == "OCR" and "termination" in page.text.lower(), page
 
 
-def test_ocr_for_the_index_waits_while_a_model_generates_unless_someone_waits_for_the_pages(tiny_runtime):
-    """Two cores shared between the index's OCR and a decode loop halve the decoding: OCR waits for the model,
-    except when a search waits for the pages (then the pages come first)."""
+def test_ocr_for_the_index_waits_for_the_model_to_be_idle_unless_someone_waits_for_the_pages(tiny_runtime, monkeypatch):
+    """Two cores shared between the index's OCR and a decode loop halve the decoding: OCR waits until the model
+    has been idle a while (an agent's model calls come with short gaps), except when a search waits for the
+    pages (then the pages come first)."""
+    from qwenvl_agent.tools import page_index
+
+    monkeypatch.setattr(page_index, "IDLE_SECONDS", 0.5)
+    monkeypatch.setattr(page_index, "SETTLE_SECONDS", 0.1)
     read = []
-    index = PageIndex(read=lambda image: read.append(image.size) or [])
+    index = PageIndex(read=lambda image: read.append((image.size, time.monotonic())) or [])
     tiny_runtime.gate.enter()  # what every generation of the model does while it runs
     try:
         index.add_image("img-1", Image.new("RGB", (50, 40)))
@@ -267,12 +272,16 @@ def test_ocr_for_the_index_waits_while_a_model_generates_unless_someone_waits_fo
         assert read == [] and index.progress() == (0, 1)
     finally:
         tiny_runtime.gate.leave()
-    assert index.wait(5) and read == [(50, 40)]
+    ended = time.monotonic()
+    while not read and time.monotonic() < ended + 5:
+        time.sleep(0.02)
+    assert [size for size, _ in read] == [(50, 40)]
+    assert read[0][1] - ended >= 0.5  # only after the model was idle that long
     tiny_runtime.gate.enter()
     try:
         index.add_image("img-2", Image.new("RGB", (60, 40)))
         assert index.wait(5)  # a waiter: read now, generation or not
-        assert read == [(50, 40), (60, 40)]
+        assert [size for size, _ in read] == [(50, 40), (60, 40)]
     finally:
         tiny_runtime.gate.leave()
     index.close()

@@ -4,7 +4,7 @@ A long PDF cannot be read page by page by a 2B vision model for every question. 
 text layer is taken, line by line with its box (instantly); a page without usable text (a scan) and a
 plain image are read by the offline OCR engine instead. The index builds in a background thread, one
 page at a time and at low priority, so questions can start before it is done (an OCR read also waits
-while a model of this process generates, unless someone waits for the pages); ``progress()`` and
+until the models of this process have been idle a few seconds, unless someone waits for the pages); ``progress()`` and
 listeners report how far it is. ``search`` ranks pages with BM25 (bm25s) over words, with Chinese read
 in overlapping pairs of characters, and returns each page's best-matching lines with their boxes.
 """
@@ -26,7 +26,7 @@ from typing import Any
 
 from PIL import Image
 
-from ..vlm.gate import generating, wait_until_no_generation
+from ..vlm.gate import idle_for, wait_until_no_generation
 from ..vlm.images import RELATIVE_MAX
 from .layout import TextPiece, group_rows
 
@@ -37,7 +37,10 @@ log = logging.getLogger(__name__)
 MIN_TEXT_CHARS = 20
 MIN_SCAN_TEXT_CHARS = 200
 SCAN_COVER = 0.5
-# Longest an OCR read waits for the model to stop generating before it shares the cores anyway (a busy server).
+# An OCR read for the index waits until the models have been idle this long, and at least SETTLE_SECONDS after it
+# came up (at most YIELD_SECONDS, on a busy server), unless someone waits for the pages.
+IDLE_SECONDS = 10.0
+SETTLE_SECONDS = 1.0
 YIELD_SECONDS = 60.0
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
@@ -321,15 +324,23 @@ class PageIndex:
         return IndexedPage(page_id, "OCR", ocr_lines(image, self._read or _index_reader()))
 
     def _let_the_model_go_first(self) -> None:
-        """Before an OCR read: wait while a model of this process generates, unless someone waits for pages
-        (then the pages come first) or the index is closed, and at most ``YIELD_SECONDS``. Two cores shared
-        with OCR decode at half speed (the seed question's first planner call: 5.6 s against 2.6 s)."""
-        give_up = time.monotonic() + YIELD_SECONDS
-        while generating() and time.monotonic() < give_up:
+        """Before an OCR read: wait until no model of this process has generated for ``IDLE_SECONDS`` (an
+        agent's question is model calls with gaps of a few seconds for its tools) and ``SETTLE_SECONDS`` have
+        passed (its first call follows the images it hands in), unless someone waits for pages (then they come
+        first) or the index is closed, and at most ``YIELD_SECONDS``. Two cores shared with OCR decode at half
+        speed (the seed question's first planner call: 5.6 s against 2.6 s)."""
+        started = time.monotonic()
+        while (waited := time.monotonic() - started) < YIELD_SECONDS:
             with self._lock:
                 if self._waiters or self._closed:
                     return
-            wait_until_no_generation(0.2)
+            idle = idle_for()
+            if idle >= IDLE_SECONDS and waited >= SETTLE_SECONDS:
+                return
+            if idle == 0.0:  # a generation runs
+                wait_until_no_generation(0.2)
+            else:
+                time.sleep(0.2)
 
 
 def _within(page_id: str, prefix: str | None) -> bool:

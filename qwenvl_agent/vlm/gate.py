@@ -25,11 +25,13 @@ _CANCEL_POLL = 0.05
 # the page index) waits for none to run. Two cores shared with a decode loop slow it down twice over.
 _running = threading.Condition()
 _generations = 0
+_idle_since = float("-inf")  # time.monotonic() when the last generation ended (none yet: idle for ever)
 
 
-def generating() -> bool:
-    """True while any model of this process generates."""
-    return _generations > 0
+def idle_for() -> float:
+    """Seconds since the last generation of any model of this process ended; 0 while one runs."""
+    with _running:
+        return 0.0 if _generations else time.monotonic() - _idle_since
 
 
 def wait_until_no_generation(timeout: float) -> bool:
@@ -39,10 +41,11 @@ def wait_until_no_generation(timeout: float) -> bool:
 
 
 def _count(change: int) -> None:
-    global _generations
+    global _generations, _idle_since
     with _running:
         _generations += change
         if not _generations:
+            _idle_since = time.monotonic()
             _running.notify_all()
 
 
