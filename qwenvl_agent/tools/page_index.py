@@ -4,8 +4,8 @@ A long PDF cannot be read page by page by a 2B vision model for every question. 
 text layer is taken, line by line with its box (instantly); a page without usable text (a scan) and a
 plain image are read by the offline OCR engine instead. The index builds in a background thread, one
 page at a time and at low priority, so questions can start before it is done (an OCR read also waits
-until the models of this process have been idle a few seconds, unless someone waits for the pages); ``progress()`` and
-listeners report how far it is. ``search`` ranks pages with BM25 (bm25s) over words, with Chinese read
+until the models of this process have been idle a while, unless someone waits for the pages);
+``progress()`` and listeners report how far it is. ``search`` ranks pages with BM25 (bm25s) over words, with Chinese read
 in overlapping pairs of characters, and returns each page's best-matching lines with their boxes.
 """
 
@@ -152,7 +152,7 @@ class PageIndex:
         self._errors: dict[str, str] = {}
         self._settled: set[str] = set()  # indexed (or failed) and reported to the listeners: waiters go on
         self._closed = False
-        self._waiters = 0  # callers waiting for pages: the index then reads on while the model generates
+        self._waiters = 0  # callers waiting for pages: OCR then reads on, model busy or not
 
     def add_pdf(self, page_ids: list[str], pdf: bytes, images: list[Image.Image]) -> None:
         """Index a PDF's pages: their text layer, or OCR of the rendered page where there is none."""
