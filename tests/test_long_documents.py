@@ -259,10 +259,10 @@ def test_ocr_for_the_index_waits_for_the_model_to_be_idle_unless_someone_waits_f
     """Two cores shared between the index's OCR and a decode loop halve the decoding: OCR waits until the model
     has been idle a while (an agent's model calls come with short gaps), except when a search waits for the
     pages (then the pages come first)."""
-    from qwenvl_agent.tools import page_index
+    from qwenvl_agent.tools import index_ocr
 
-    monkeypatch.setattr(page_index, "IDLE_SECONDS", 0.5)
-    monkeypatch.setattr(page_index, "SETTLE_SECONDS", 0.1)
+    monkeypatch.setattr(index_ocr, "IDLE_SECONDS", 0.5)
+    monkeypatch.setattr(index_ocr, "SETTLE_SECONDS", 0.1)
     read = []
     index = PageIndex(read=lambda image: read.append((image.size, time.monotonic())) or [])
     tiny_runtime.gate.enter()  # what every generation of the model does while it runs

@@ -26,8 +26,8 @@ from typing import Any
 
 from PIL import Image
 
-from ..vlm.gate import idle_for, wait_until_no_generation
 from ..vlm.images import RELATIVE_MAX
+from .index_ocr import index_reader, wait_for_an_idle_model
 from .layout import TextPiece, group_rows
 
 log = logging.getLogger(__name__)
@@ -37,11 +37,6 @@ log = logging.getLogger(__name__)
 MIN_TEXT_CHARS = 20
 MIN_SCAN_TEXT_CHARS = 200
 SCAN_COVER = 0.5
-# An OCR read for the index waits until the models have been idle this long, and at least SETTLE_SECONDS after it
-# came up (at most YIELD_SECONDS, on a busy server), unless someone waits for the pages.
-IDLE_SECONDS = 10.0
-SETTLE_SECONDS = 1.0
-YIELD_SECONDS = 60.0
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
@@ -321,26 +316,17 @@ class PageIndex:
                 return IndexedPage(page_id, "text layer", lines)
         image = job[-1]
         self._let_the_model_go_first()
-        return IndexedPage(page_id, "OCR", ocr_lines(image, self._read or _index_reader()))
+        return IndexedPage(page_id, "OCR", ocr_lines(image, self._read or index_reader()))
 
     def _let_the_model_go_first(self) -> None:
-        """Before an OCR read: wait until no model of this process has generated for ``IDLE_SECONDS`` (an
-        agent's question is model calls with gaps of a few seconds for its tools) and ``SETTLE_SECONDS`` have
-        passed (its first call follows the images it hands in), unless someone waits for pages (then they come
-        first) or the index is closed, and at most ``YIELD_SECONDS``. Two cores shared with OCR decode at half
-        speed (the seed question's first planner call: 5.6 s against 2.6 s)."""
-        started = time.monotonic()
-        while (waited := time.monotonic() - started) < YIELD_SECONDS:
+        """Before an OCR read: wait for the model to be idle (``index_ocr.wait_for_an_idle_model``), unless
+        someone waits for pages (then they come first) or the index is closed."""
+
+        def wanted_now() -> bool:
             with self._lock:
-                if self._waiters or self._closed:
-                    return
-            idle = idle_for()
-            if idle >= IDLE_SECONDS and waited >= SETTLE_SECONDS:
-                return
-            if idle == 0.0:  # a generation runs
-                wait_until_no_generation(0.2)
-            else:
-                time.sleep(0.2)
+                return bool(self._waiters) or self._closed
+
+        wait_for_an_idle_model(wanted_now)
 
 
 def _within(page_id: str, prefix: str | None) -> bool:
@@ -390,20 +376,3 @@ def _close_all() -> None:
         running = list(_running)
     for index in running:
         index.close()
-
-
-_reader_lock = threading.Lock()
-_reader: Any = None
-
-
-def _index_reader() -> Callable[[Image.Image], list[TextPiece]]:
-    """RapidOCR for the index: an engine of its own, built in the indexing thread, so its worker threads share
-    that thread's low priority: they use the cores the model leaves idle (under a second a page on an idle
-    2-core machine, a few seconds while the model generates)."""
-    global _reader
-    with _reader_lock:
-        if _reader is None:
-            from .rapid_ocr import read_pieces_with
-
-            _reader = read_pieces_with()
-        return _reader
