@@ -83,6 +83,27 @@ def test_rapidocr_reads_a_drawn_invoice_offline(store, monkeypatch):
     assert all(0 < line["confidence"] <= 1 and 0 <= line["box"][0] < line["box"][2] <= 1000 for line in lines)
 
 
+@pytest.mark.skipif(rapid_ocr.runtime() != "openvino", reason="OpenVINO is not installed")
+def test_ocr_image_reads_on_openvino_what_onnx_runtime_reads(monkeypatch):
+    # ocr_image's reader runs the models on OpenVINO in float32 (not the CPU's bfloat16): the same lines,
+    # character for character, at the same places, as on ONNX Runtime.
+    from qwenvl_agent.eval.dataset import build_set
+
+    engine = rapid_ocr._build_engine(2)
+    for stage in (engine._load_det_model(), engine._load_rec_model()):
+        assert type(stage.session).__name__ == "OpenVINOInferSession"
+        compiled = stage.session.session.get_compiled_model()
+        assert str(compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
+    images = [item.images[0] for item in build_set("full") if item.category.startswith("ocr/")][:4]
+    on_openvino = [rapid_ocr.read_pieces_with(2)(image) for image in images]
+    monkeypatch.setattr(rapid_ocr, "runtime", lambda: "onnxruntime")
+    on_onnx_runtime = [rapid_ocr.read_pieces_with(2)(image) for image in images]
+    for ours, theirs in zip(on_openvino, on_onnx_runtime):
+        assert len(ours) > 3 and [p.text for p in ours] == [p.text for p in theirs]
+        for a, b in zip(ours, theirs):
+            assert max(abs(x - y) for x, y in zip(a.box, b.box)) <= 1.0 and abs(a.score - b.score) < 0.01
+
+
 def test_rapidocr_rebuilds_a_table_as_markdown(store):
     text = run(make_tools(None, store)[0], image_id="img-2").content
     table = [line for line in text.splitlines() if line.startswith("|")]

@@ -7,8 +7,9 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from qwenvl_agent.vlm import ChatQwenVL
+from qwenvl_agent.vlm.openvino_export import openvino_available
 
-pytest.importorskip("openvino")
+pytestmark = pytest.mark.skipif(not openvino_available(), reason="the OpenVINO engine needs qwenvl-agent[openvino]")
 
 SYSTEM = SystemMessage("You read invoices and answer in one sentence. " * 12)
 FIRST = [SYSTEM, HumanMessage("What is the total of the invoice? It lists screws, hinges and a drill.")]

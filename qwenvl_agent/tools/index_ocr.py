@@ -44,12 +44,13 @@ _reader: Any = None
 
 
 def index_reader() -> Callable[[Image.Image], list[TextPiece]]:
-    """RapidOCR for the index: an engine of its own, built in the indexing thread, so its worker threads share
-    that thread's low priority."""
+    """RapidOCR for the index: an engine of its own, built in the indexing thread (ONNX Runtime's worker threads
+    share that thread's low priority; OpenVINO's are the process's), in the CPU's fastest precision: a search
+    needs the words, not every character exact."""
     global _reader
     with _reader_lock:
         if _reader is None:
             from .rapid_ocr import read_pieces_with
 
-            _reader = read_pieces_with()
+            _reader = read_pieces_with(exact=False)
         return _reader

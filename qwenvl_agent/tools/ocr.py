@@ -1,8 +1,8 @@
 """``ocr_image``: all the text of an image or of a region of it, in reading order, layout kept.
 
 Three engines read it:
-- ``rapidocr`` (the default): PP-OCR models on ONNX Runtime, about a second a page on two cores, no
-  network; lines are put back into rows, columns and Markdown tables from their boxes.
+- ``rapidocr`` (the default): PP-OCR models on OpenVINO (ONNX Runtime without it), under a second a page on
+  two cores, no network; lines are put back into rows, columns and Markdown tables from their boxes.
 - ``vlm``: the vision chat model reads the whole image (minutes per page for a 2B model on a CPU).
 - ``hybrid``: RapidOCR reads the page; the lines it is unsure of go to the vision chat model, each as
   a zoomed crop with RapidOCR's reading, and come back corrected. The model writes a few words per
