@@ -104,6 +104,20 @@ def test_ocr_image_reads_on_openvino_what_onnx_runtime_reads(monkeypatch):
             assert max(abs(x - y) for x, y in zip(a.box, b.box)) <= 1.0 and abs(a.score - b.score) < 0.01
 
 
+def test_ocr_falls_back_to_onnx_runtime_when_openvino_cannot_compile(store, monkeypatch, caplog):
+    def cannot(engine, threads):
+        raise RuntimeError("Exception from src/inference/src/cpp/core.cpp: no CPU plugin")
+
+    monkeypatch.setattr(rapid_ocr, "runtime", lambda: "openvino")
+    monkeypatch.setattr(rapid_ocr, "_in_float32", cannot)
+    with caplog.at_level("WARNING", logger=rapid_ocr.__name__):
+        engine = rapid_ocr._build_engine(2)
+        pieces = rapid_ocr.read_pieces_with(2)(store.get("img-1"))
+    assert type(engine._load_det_model().session).__name__ == "OrtInferSession"
+    assert "12345678" in " ".join(p.text for p in pieces)
+    assert "falls back to ONNX Runtime" in caplog.text and "no CPU plugin" in caplog.text
+
+
 def test_rapidocr_rebuilds_a_table_as_markdown(store):
     text = run(make_tools(None, store)[0], image_id="img-2").content
     table = [line for line in text.splitlines() if line.startswith("|")]

@@ -13,6 +13,7 @@ CPU's fastest precision (docs/PERFORMANCE.md).
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from pathlib import Path
@@ -33,6 +34,8 @@ MIN_SCORE = 0.3
 # The recogniser often drops the space between a date and the time after it ("2026-04-0820:09"); a full date
 # (day of two digits) directly followed by a time cannot be anything else, so the space is put back.
 _DATE_TIME = re.compile(r"(?<!\d)(\d{4}([-/.])\d{1,2}\2\d{2})(\d{1,2}:\d{2})(?!\d)")
+
+log = logging.getLogger(__name__)
 
 _default: Any = None
 _default_lock = threading.Lock()
@@ -124,10 +127,19 @@ def _build_engine(threads: int | None = None, exact: bool = True):
         "EngineConfig.openvino.inference_num_threads": threads,
         "EngineConfig.openvino.performance_hint": "LATENCY",
     })
-    engine = RapidOCR(params=params)
-    if exact:
-        _in_float32(engine, threads)
-    return engine
+    try:
+        engine = RapidOCR(params=params)
+        if exact:
+            _in_float32(engine, threads)
+        else:  # compiled now, so a failure to compile shows here rather than at the first page
+            engine._load_det_model(), engine._load_rec_model()
+        return engine
+    except Exception as exc:  # OpenVINO imports but cannot run here: ONNX Runtime reads the same text
+        log.warning("RapidOCR falls back to ONNX Runtime: OpenVINO could not compile its models (%s: %s)",
+                    type(exc).__name__, str(exc)[:200])
+        for key in ("Det.engine_type", "Rec.engine_type"):
+            params[key] = EngineType.ONNXRUNTIME
+        return RapidOCR(params=params)
 
 
 def _in_float32(engine: Any, threads: int) -> None:
