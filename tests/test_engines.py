@@ -262,3 +262,22 @@ def test_openvino_cancels_a_running_prefill(tiny_model):
         after = runtime.engine.generate(short, short_spans, settings, greedy, StepTimes())
     assert stopped_after < 0.5, f"the prefill ran on for {stopped_after:.1f} s after the stop"
     assert torch.equal(before, after), "the cancelled request serves the next call as before"
+
+
+@needs_openvino
+def test_openvino_auto_runs_the_language_model_in_float32_and_the_vision_tower_as_the_cpu_prefers(tiny_model):
+    import openvino as ov
+
+    def precisions(runtime):
+        model = runtime.engine.model
+        language = model.language_model.request.get_compiled_model().get_property("INFERENCE_PRECISION_HINT")
+        vision = model.vision_embeddings_merger.request.get_property("INFERENCE_PRECISION_HINT")
+        return str(language), str(vision)
+
+    cpu_default = str(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
+    auto = load_runtime(tiny_model, engine="openvino", weights="int8")
+    assert precisions(auto) == (str(ov.Type.f32), cpu_default)
+    asked = load_runtime(tiny_model, engine="openvino", weights="int8", dtype="float32")
+    assert asked is not auto and precisions(asked) == (str(ov.Type.f32), str(ov.Type.f32))
+    reply = ChatQwenVL(model=tiny_model, engine="openvino", weights="int8", max_tokens=4).invoke("hi")
+    assert reply.usage_metadata["output_tokens"] <= 4

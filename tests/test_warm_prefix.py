@@ -143,3 +143,59 @@ def test_warming_a_constraining_planner_builds_the_grammar_view_of_the_tokenizer
         reply = llm.bind_tools(tools, tool_choice="any").invoke([SystemMessage(SYSTEM_PROMPT), HumanMessage(QUESTION)])
     assert reply.tool_calls[0]["args"] == {"image_id": "img-1"}
     assert grammar_match._ENVIRONMENTS[tokenizer] is built  # the call used the one built when warming
+
+
+@pytest.fixture
+def fresh_ocr(monkeypatch):
+    """RapidOCR's default reader as in a new process (nothing built, nothing read), its builds recorded."""
+    from qwenvl_agent.tools import rapid_ocr
+
+    builds = []
+    build = rapid_ocr._build_engine
+
+    def recorded(*args, **kwargs):
+        builds.append(args)
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(rapid_ocr, "_default", None)
+    monkeypatch.setattr(rapid_ocr, "_prepared", False)
+    monkeypatch.setattr(rapid_ocr, "_build_engine", recorded)
+    return builds
+
+
+def test_the_assistant_has_rapidocr_ready_before_the_question(tiny_model, folder, fresh_ocr):
+    from qwenvl_agent.vlm.testing import tool_call_text
+
+    llm = ChatQwenVL(model=tiny_model, engine="torch", max_tokens=60)
+    assistant = DocumentAssistant(llm, ocr_engine="rapidocr")  # the model is loaded: warmed now, OCR too
+    assert len(fresh_ocr) == 1
+    script = [tool_call_text("ocr_image", {"image_id": "img-1"}), "The total is 1,500.00."]
+    with scripted_replies(llm.runtime, script) as left:
+        answer = assistant.ask("What is the total?", [draw_invoice()])
+    assert left == [] and answer.answer == "The total is 1,500.00."
+    (step,) = answer.steps
+    assert step.tool == "ocr_image" and "1,500.00" in step.output
+    assert len(fresh_ocr) == 1  # the question's OCR read with the engine built before it
+    DocumentAssistant(llm, ocr_engine="rapidocr").warm()
+    assert len(fresh_ocr) == 1  # built once per process
+
+
+def test_an_ocr_engine_that_cannot_be_built_does_not_stop_the_warm_up_and_the_tool_says_why(
+    tiny_model, folder, fresh_ocr, monkeypatch
+):
+    from qwenvl_agent.tools import OcrEngineError, rapid_ocr
+    from qwenvl_agent.vlm.testing import tool_call_text
+
+    def missing(*args, **kwargs):
+        raise OcrEngineError("The offline OCR engine needs RapidOCR: pip install it, or use ocr_engine='vlm'.")
+
+    monkeypatch.setattr(rapid_ocr, "_build_engine", missing)
+    llm = ChatQwenVL(model=tiny_model, engine="torch", max_tokens=60)
+    assistant = DocumentAssistant(llm, ocr_engine="rapidocr")
+    assert assistant.warm() is not None  # the planner's prefix is ready all the same
+    script = [tool_call_text("ocr_image", {"image_id": "img-1"}), "I could not read the invoice."]
+    with scripted_replies(llm.runtime, script) as left:
+        answer = assistant.ask("What is the total?", [draw_invoice()])
+    assert left == [] and answer.answer == "I could not read the invoice."
+    (step,) = answer.steps
+    assert step.is_error and "needs RapidOCR" in step.output

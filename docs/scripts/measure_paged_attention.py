@@ -108,9 +108,9 @@ def measure(name: str, run) -> None:
 
 def main() -> None:
     print(machine_facts())
-    from qwenvl_agent.vlm import engine_openvino
+    from qwenvl_agent.vlm import ov_load
 
-    engine_openvino.PAGED = False  # the engine's stateful model, as before paged attention (QWENVL_PAGED=0)
+    ov_load.PAGED = False  # the engine's stateful model, as before paged attention (QWENVL_PAGED=0)
     runtime = load_runtime(random_checkpoint(), engine="openvino", weights="int4")
     measure("stateful", stateful(runtime))
     folder = runtime.path  # the int4 IR

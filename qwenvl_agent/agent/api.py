@@ -22,7 +22,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
-from qwenvl_agent.tools import DEFAULT_OCR_ENGINE, ImageStore, check_ocr_engine, make_tools
+from qwenvl_agent.tools import DEFAULT_OCR_ENGINE, ImageStore, check_ocr_engine, make_tools, prepare_ocr
 from qwenvl_agent.vlm.bridge import WorkerRun
 from qwenvl_agent.vlm.cancel import CancelSignal, scoped_context
 from qwenvl_agent.vlm.cancel import current as current_cancel
@@ -137,7 +137,8 @@ class DocumentAssistant:
         """Have the planner's prompt prefix (the system prompt and the tool schemas) ready now: kept in memory,
         read from the cache folder, or computed (and saved there). Loads the planner's model. Returns what was
         done (a ``WarmPrefix``), or None for a planner that keeps no prefix (a remote server, a ChatQwenVL with
-        ``reuse_prefix=False``)."""
+        ``reuse_prefix=False``). The offline OCR engine the tools read with is made ready too (``prepare_ocr``)."""
+        prepare_ocr(self.ocr_engine)
         warm = getattr(self.model, "warm_prefix", None)
         if warm is None:
             return None

@@ -12,7 +12,7 @@ from .chart_data import ChartData, ChartParseError, ChartSeries, chart_text, par
 from .describe import DescribeTool
 from .layout import TextPiece, to_text
 from .locate import LocateTool, parse_boxes
-from .ocr import DEFAULT_OCR_ENGINE, OCR_ENGINES, OcrTool, check_ocr_engine
+from .ocr import DEFAULT_OCR_ENGINE, OCR_ENGINES, OcrTool, check_ocr_engine, prepare_ocr
 from .page_index import Hit, IndexedLine, IndexedPage, PageIndex
 from .rapid_ocr import OcrEngineError
 from .search import ReadPageTool, SearchTool
@@ -77,5 +77,6 @@ __all__ = [
     "make_tools",
     "parse_boxes",
     "parse_chart_json",
+    "prepare_ocr",
     "to_text",
 ]

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from .base import ImageTool
 from .layout import TextPiece, to_text
+from .rapid_ocr import prepare as _prepare_rapid_ocr
 from .rapid_ocr import read_pieces
 from .zoom import Box
 
@@ -51,6 +52,12 @@ CHECK_INSTRUCTION = (
     "'N: text'."
 )
 _NUMBERED = re.compile(r"^\s*(\d+)\s*[:.)]\s*(.*?)\s*$")
+
+
+def prepare_ocr(engine: str) -> bool:
+    """Have what ``ocr_engine=engine`` reads with ready now: RapidOCR (for "rapidocr" and "hybrid") built and run
+    once, so the first ``ocr_image`` does not pay it. False where it cannot be (the tool reports why when used)."""
+    return check_ocr_engine(engine) == "vlm" or _prepare_rapid_ocr()
 
 
 class OcrArgs(BaseModel):

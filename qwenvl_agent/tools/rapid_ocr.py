@@ -38,6 +38,7 @@ _DATE_TIME = re.compile(r"(?<!\d)(\d{4}([-/.])\d{1,2}\2\d{2})(\d{1,2}:\d{2})(?!\
 log = logging.getLogger(__name__)
 
 _default: Any = None
+_prepared = False  # the default reader has read a page
 _default_lock = threading.Lock()
 
 
@@ -47,11 +48,40 @@ class OcrEngineError(QwenVLError, RuntimeError):
 
 def read_pieces(image: Image.Image) -> list[TextPiece]:
     """Every piece of text RapidOCR finds in ``image``, with its box in pixels and its confidence."""
+    return _default_reader()(image)
+
+
+def prepare() -> bool:
+    """Have ``read_pieces``'s engine ready now: built, and both its models run once (what a first page otherwise
+    pays: about 2 s on two cores). False, with the reason logged, where it cannot be built: the first page then
+    meets the error and reports it."""
+    global _prepared
+    if not _prepared:
+        try:
+            _default_reader()(_warm_page())
+        except Exception as exc:  # noqa: BLE001 - the reader's own callers report it (OcrEngineError or other)
+            log.info("RapidOCR was not prepared: %s", exc)
+            return False
+        _prepared = True
+    return True
+
+
+def _default_reader():
     global _default
     with _default_lock:
         if _default is None:
             _default = read_pieces_with()
-    return _default(image)
+    return _default
+
+
+def _warm_page() -> Image.Image:
+    """A small image with a word on it, so that detection finds a line and recognition runs too."""
+    from PIL import ImageDraw
+
+    image = Image.new("RGB", (160, 48), "white")
+    ImageDraw.Draw(image).text((10, 14), "Total 42", fill="black", font_size=20)
+    return image
+
 
 
 def read_pieces_with(threads: int | None = None, exact: bool = True):

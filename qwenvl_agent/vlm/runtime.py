@@ -196,24 +196,25 @@ def load_runtime(
 ) -> VLMRuntime:
     """Return the runtime for ``model`` (hub id or local folder), loading it on first use.
 
-    ``engine``: "torch", "openvino" (exported once into a cache folder; a folder holding an IR loads as it
-    is) or "auto" (OpenVINO where it is installed, else torch; if OpenVINO fails, torch with a warning).
-    ``weights``: "int8" (closest to the original) or "int4" (fastest), OpenVINO only. ``dtype``: "auto"
-    (bfloat16 where the CPU has AMX-BF16 or AVX512-BF16, else float32), "bfloat16" or "float32"; on
-    OpenVINO it is the precision of the computation. ``num_threads``: threads, all physical cores by
-    default; fixed once the model is loaded (a different value later is a ``ValueError``). ``max_waiting``
-    (callers that may queue behind a running generation before ``BusyError``; default 3),
-    ``vision_cache_mb`` and ``prefix_cache_mb`` (memory for the vision-feature cache and for the KV caches
-    of recent prompts; default 512 and 1024) belong to the loaded copy, which every caller of this model
-    shares: when given and different from the values in force, they apply to it from now on (a smaller
-    cache evicts what no longer fits), with a warning if another caller had set them otherwise.
+    ``engine``: "torch", "openvino" (exported once into a cache folder; a folder holding an IR loads as it is) or
+    "auto" (OpenVINO where it is installed, else torch; if OpenVINO fails, torch with a warning). ``weights``:
+    "int8" (closest to the original) or "int4" (fastest), OpenVINO only. ``dtype``: "auto" (bfloat16 where the CPU
+    has AMX-BF16 or AVX512-BF16, else float32), "bfloat16" or "float32"; on OpenVINO the precision of the
+    computation, "auto" keeping the language model in float32 (``ov_load.LANGUAGE_MODEL_AUTO``).
+    ``num_threads``: threads, all physical cores by default; fixed once the model is loaded (a different value
+    later is a ``ValueError``). ``max_waiting`` (callers that may queue behind a running generation before
+    ``BusyError``; default 3), ``vision_cache_mb`` and ``prefix_cache_mb`` (memory for the vision-feature cache and
+    for the KV caches of recent prompts; default 512 and 1024) belong to the loaded copy, which every caller shares:
+    when given and different from the values in force, they apply to it from now on (a smaller cache evicts what no
+    longer fits), with a warning if another caller had set them otherwise.
     """
     resolved_engine = resolve_engine(engine)
     resolved_dtype = resolve_dtype(dtype)
     check_weights(weights)  # a typo is an error on every engine
     model_ref = str(model)
     stored = weights if resolved_engine == "openvino" else resolved_dtype  # what the weights are stored as
-    key = (_cache_key_model(model_ref), revision, resolved_engine, stored, resolved_dtype)
+    language = "auto" if resolved_engine == "openvino" and str(dtype).lower() == "auto" else resolved_dtype  # see above
+    key = (_cache_key_model(model_ref), revision, resolved_engine, stored, resolved_dtype, language)
     fell_back = ("fell back to torch", *key)  # where "auto" settled on torch after OpenVINO failed
     limits = {"max_waiting": max_waiting, "vision_cache_mb": vision_cache_mb, "prefix_cache_mb": prefix_cache_mb}
     # Where "auto" fell back to torch once, that copy serves it from then on.
@@ -226,7 +227,7 @@ def load_runtime(
         if loaded is not None:
             return _reuse(loaded, num_threads, limits)
         options = _Options(
-            resolved_dtype, weights, num_threads,
+            resolved_dtype, language, weights, num_threads,
             3 if max_waiting is None else max_waiting,
             512 if vision_cache_mb is None else vision_cache_mb,
             1024 if prefix_cache_mb is None else prefix_cache_mb,
@@ -239,10 +240,7 @@ def load_runtime(
             message = f"The OpenVINO engine is not available, using torch: {str(exc).splitlines()[0]}"
             log.warning("%s", message)
             warnings.warn(message, EngineFallbackWarning, stacklevel=2)
-            runtime = load_runtime(
-                model, revision, dtype, engine="torch", num_threads=num_threads, max_waiting=max_waiting,
-                vision_cache_mb=vision_cache_mb, prefix_cache_mb=prefix_cache_mb,
-            )
+            runtime = load_runtime(model, revision, dtype, engine="torch", num_threads=num_threads, **limits)
             key = fell_back
         registry.remember(key, runtime)
     return runtime
@@ -289,6 +287,7 @@ def resolve_dtype(dtype: str) -> str:
 @dataclass(frozen=True)
 class _Options:
     dtype: str
+    language_dtype: str  # "auto": the OpenVINO engine's own choice for its language model
     weights: str
     num_threads: int | None
     max_waiting: int
@@ -357,7 +356,8 @@ def _load_torch(model_ref: str, revision: str | None, path: Path, options: _Opti
 def _load_openvino(model_ref: str, revision: str | None, path: Path, options: _Options) -> VLMRuntime:
     from transformers import AutoProcessor
 
-    from .engine_openvino import OpenVINOEngine, load_openvino_model
+    from .engine_openvino import OpenVINOEngine
+    from .ov_load import load_openvino_model
     from .openvino_export import require_openvino
 
     if is_openvino_ir(path):
@@ -371,7 +371,7 @@ def _load_openvino(model_ref: str, revision: str | None, path: Path, options: _O
     except (OSError, ValueError, KeyError) as exc:
         raise ModelNotAvailableError(f"Could not load the processor of {model_ref} from {processor_path}: {exc}") from exc
     weights = _ir_weights(ir_path, options.weights)
-    model = load_openvino_model(ir_path, options.dtype, options.num_threads)
+    model = load_openvino_model(ir_path, options.dtype, options.num_threads, options.language_dtype)
     threads = int(model.language_model.request.get_compiled_model().get_property("INFERENCE_NUM_THREADS"))
     return _runtime(
         lambda caches: OpenVINOEngine(model, *caches, weights), processor, model_ref, revision, ir_path, options,
