@@ -3,6 +3,8 @@ prefix goes back into them (or is still there), and they grow as prompts need, a
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
@@ -75,3 +77,61 @@ def test_a_prefix_saved_by_the_stateful_model_is_not_put_back_into_paged_blocks(
     finally:
         engine._paged = saved
     assert paged != stateful
+
+
+def test_a_kept_prefix_is_copied_out_of_the_blocks_only_when_a_call_writes_over_it_and_whole(llm, monkeypatch):
+    import time
+
+    import numpy as np
+
+    engine, request = llm.runtime.engine, llm.runtime.engine._paged
+    llm.runtime.prefix_cache.clear()
+    fresh, _ = reply(llm, SECOND, reuse_prefix=False)
+    copy_out = request._copy_out
+    copies = []
+
+    def slow(*args):
+        copies.append(threading.current_thread().name)
+        time.sleep(0.5)  # still copying when the next call would start writing the blocks
+        copy_out(*args)
+
+    monkeypatch.setattr(request, "_copy_out", slow)
+    reply(llm, FIRST)
+    kept = engine._live
+    assert copies == [] and request._pending is not None  # the reply came back with no copy made
+    reply(llm, OTHER, reuse_prefix=False)  # writes its tokens over the first prompt's blocks, after the copy
+    assert copies == ["kv-read"]  # made in the background, beside the call's start
+    monkeypatch.setattr(request, "_copy_out", copy_out)
+    llm.runtime.prefix_cache.clear()
+    reply(llm, FIRST)
+    engine.settle()
+    again = engine._live
+    assert len(again.tokens) == len(kept.tokens)
+    assert all(np.array_equal(a, b) for a, b in zip(kept.kv, again.kv))  # what the blocks held after the first prompt
+    llm.runtime.prefix_cache.clear()
+    llm.runtime.prefix_cache.add(kept)
+    restored, timings = reply(llm, SECOND)
+    assert timings["reused_tokens"] > 0 and restored == fresh
+
+
+def test_the_next_prompt_continuing_all_the_last_one_held_needs_no_copy_of_it(llm, monkeypatch):
+    from qwenvl_agent.vlm.testing import scripted_replies
+
+    engine, request = llm.runtime.engine, llm.runtime.engine._paged
+    llm.runtime.prefix_cache.clear()
+    fresh, _ = reply(llm, SECOND, reuse_prefix=False)
+    again, _ = reply(llm, SECOND + [AIMessage(fresh), HumanMessage("Thanks.")], reuse_prefix=False)
+    copy_out = request._copy_out
+    copied = []
+    monkeypatch.setattr(request, "_copy_out", lambda *args: (copied.append(args[2]), copy_out(*args)))
+    with scripted_replies(llm.runtime, [SECOND[2].content]):
+        reply(llm, FIRST)  # the reply SECOND quotes: SECOND continues every token the blocks hold
+    first = engine._live
+    continued, timings = reply(llm, SECOND)
+    assert timings["reused_tokens"] == len(first.tokens) and continued == fresh
+    assert copied == []  # the first prompt's state was never copied out ...
+    assert all(kept is not first for _, kept in llm.runtime.prefix_cache._lru.items())  # ... nor is it kept
+    reply(llm, OTHER, reuse_prefix=False)  # over the blocks: the second prompt's state is copied out first
+    assert copied == [len(engine._uncopied.tokens)]
+    third, timings = reply(llm, SECOND + [AIMessage(fresh), HumanMessage("Thanks.")])
+    assert timings["reused_tokens"] > len(first.tokens) and third == again

@@ -49,6 +49,7 @@ class OpenVINOEngine:
         self.merge = model.config.vision_config.spatial_merge_size
         self._images: tuple[list[ImageSpan], Any, Any] | None = None
         self._live: PrefixEntry | None = None  # the kept entry whose tokens the paged blocks still hold
+        self._uncopied: PrefixEntry | None = None  # the last entry kept, its copy out of the blocks maybe not made
         self._encode = model.get_vision_embeddings
         request = model.language_model.request
         self._paged = request if isinstance(request, PagedRequest) else None
@@ -94,6 +95,8 @@ class OpenVINOEngine:
                 entry, reused = None, 0  # cheaper to read the whole prompt afresh
         if should_stop():
             raise Stopped
+        if self._paged is not None:  # the last kept prefix, copied beside the images if this call writes over it
+            self._paged.start_copy(reused if entry is not None and entry is self._live else 0)
         self._restore(entry, reused)
         self._live = None  # from here the blocks hold this prompt
         times.reused_tokens = reused
@@ -127,6 +130,11 @@ class OpenVINOEngine:
         if settings.reuse_prefix:
             self._remember(output, spans)
         return output
+
+    def settle(self) -> None:
+        """Have the KV state the last call kept copied out of the paged blocks (made only when needed)."""
+        if self._paged is not None:
+            self._paged.settle()
 
     def _restore(self, entry, length: int) -> None:
         """The language model's KV state: empty, or a kept one cut to its first ``length`` positions."""
@@ -206,11 +214,16 @@ class OpenVINOEngine:
         language = self.model.language_model
         held = language._past_length
         if self._paged is not None:
-            kv = self._paged.read(held)  # the blocks' own 16-bit values
+            # The blocks' own 16-bit values, copied only once a call is to write over them (paged.read). Where the
+            # last kept prefix was never copied, this call continued all of it: it is of no more use.
+            if self._paged.drop_pending() and self._uncopied is not None:
+                self.prefix_cache.discard(self._uncopied)
+            kv = self._paged.read(held, later=True)
         else:
             # Kept in half precision, as the model holds it (the state reads out as float32).
             kv = [state.state.data.astype(np.float16) for state in language.request.query_state()]
         self._live = self.prefix_cache.add(PrefixEntry(output[0, :held].tolist(), tuple(spans), kv))
+        self._uncopied = self._live if self._paged is not None else None
 
     def _image_features(self, pixel_values, image_grid_thw):
         """Per-image merged features and the deepstack features of all images, as optimum-intel expects

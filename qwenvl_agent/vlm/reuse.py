@@ -283,6 +283,12 @@ class PrefixCache:
             self._lru.remove(oldest)
         return entry
 
+    def discard(self, entry: PrefixEntry) -> None:
+        """Forget ``entry`` (as ``add`` returned it), if it is still kept."""
+        for entry_id, kept in self._lru.items():
+            if kept is entry:
+                self._lru.remove(entry_id)
+
     def clear(self) -> None:
         self._lru.clear()
 

@@ -113,6 +113,7 @@ def _compute(runtime: Any, tokens: list[int]) -> None:
 def _save(runtime: Any, tokens: list[int], path: Path) -> bool:
     """Save the held prefix ``tokens`` to ``path`` and prune the folder; False if it could not be written."""
     try:
+        getattr(runtime.engine, "settle", lambda: None)()  # the kept KV state copied out of the engine's blocks
         saved = runtime.prefix_cache.save(tokens, path, {"model": runtime.model_id, "engine": runtime.label})
     except OSError as exc:
         log.warning("Could not save the prompt prefix to %s: %s", path, exc)
