@@ -199,3 +199,32 @@ def test_an_ocr_engine_that_cannot_be_built_does_not_stop_the_warm_up_and_the_to
     assert left == [] and answer.answer == "I could not read the invoice."
     (step,) = answer.steps
     assert step.is_error and "needs RapidOCR" in step.output
+
+
+def test_a_prefix_read_from_disk_is_put_into_the_openvino_blocks_before_the_first_prompt(tiny_model, folder):
+    from qwenvl_agent.vlm.openvino_export import openvino_available
+
+    if not openvino_available():
+        pytest.skip("the OpenVINO engine needs qwenvl-agent[openvino]")
+    llm = ChatQwenVL(model=tiny_model, engine="openvino", max_tokens=8)
+    engine = llm.runtime.engine
+    if engine._paged is None:
+        pytest.skip("this OpenVINO has no paged attention")
+    tools = make_tools(llm, ImageStore())
+    llm.runtime.prefix_cache.clear()
+    cold_reply, _, _, _ = planner_call(llm, tools)
+    llm.warm_prefix([SystemMessage(SYSTEM_PROMPT)], tools)  # saved
+    llm.runtime.prefix_cache.clear()
+    llm.invoke("Something else, to fill the blocks with another prompt.")
+    loaded = llm.warm_prefix([SystemMessage(SYSTEM_PROMPT)], tools)
+    assert loaded.source == "disk"
+    assert engine._live is not None and len(engine._live.tokens) == loaded.tokens  # the blocks hold it now
+    restored = []
+    put_back = engine._paged.restore
+    engine._paged.restore = lambda *args: (restored.append(args[1]), put_back(*args))
+    try:
+        reply, _, prefill, reused = planner_call(llm, tools)
+    finally:
+        engine._paged.restore = put_back
+    assert restored == [] and reused == loaded.tokens  # the first prompt went on from the blocks
+    assert reply == cold_reply

@@ -131,6 +131,19 @@ class OpenVINOEngine:
             self._remember(output, spans)
         return output
 
+    def hold(self, tokens: list[int]) -> None:
+        """Put the kept KV state that begins with ``tokens`` (no images) into the paged blocks now, so that a prompt
+        starting with them goes on from the blocks instead of copying them in first (0.3-0.5 s for a planner's
+        1,400 tokens). Called with the model free."""
+        if self._paged is None:
+            return
+        entry, length = self.prefix_cache.match(tokens, (), limit=len(tokens))
+        if entry is None or entry is self._live or length < len(tokens):
+            return
+        self._paged.start_copy(0)  # what the blocks hold and no copy has been made of yet
+        self._restore(entry, len(entry.tokens))
+        self._live = entry
+
     def settle(self) -> None:
         """Have the KV state the last call kept copied out of the paged blocks (made only when needed)."""
         if self._paged is not None:

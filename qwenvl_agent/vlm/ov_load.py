@@ -52,7 +52,8 @@ def load_openvino_model(ir_path: Path, precision: str, num_threads: int | None, 
         ov_config["INFERENCE_PRECISION_HINT"] = hint[precision]
     try:
         model = OVModelForVisualCausalLM.from_pretrained(ir_path, device="CPU", ov_config=ov_config, compile=False)
-        model.language_model.ov_config["INFERENCE_PRECISION_HINT"] = hint[LANGUAGE_MODEL_AUTO if language == "auto" else language]
+        language_hint = hint[LANGUAGE_MODEL_AUTO if language == "auto" else language]
+        model.language_model.ov_config["INFERENCE_PRECISION_HINT"] = language_hint
         use_paged = PAGED and paged_available()
         if use_paged:
             to_paged(model.language_model.model)

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import GenerationCancelled
+from .errors import GenerationCancelled, QwenVLError
 from .openvino_export import cache_root
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ def warm_prefix(runtime: Any, messages: list[dict], tools: list[dict] | None = N
         try:
             runtime.prefix_cache.load(path)
             path.touch()  # recently used: the last to be pruned
+            _hold(runtime, tokens)
             return WarmPrefix(len(tokens), "disk", path)
         except Exception as exc:  # noqa: BLE001 - a damaged file is computed again, not a failure
             log.warning("Could not read the saved prompt prefix %s (%s); computing it again.", path, exc)
@@ -108,6 +110,19 @@ def _compute(runtime: Any, tokens: list[int]) -> None:
             runtime.engine.generate(inputs, [], settings, kwargs, StepTimes(), lambda: stop is not None and stop.is_set())
         except Stopped as exc:
             raise GenerationCancelled("Stopped while the prompt prefix was being prepared.") from exc
+
+
+def _hold(runtime: Any, tokens: list[int]) -> None:
+    """Have the engine hold the prefix read from disk where it computes (``hold``), if the model is free now: the
+    first prompt then goes on from it. A busy model is left alone; that prompt puts the prefix in itself."""
+    hold = getattr(runtime.engine, "hold", None)
+    if hold is None:
+        return
+    try:
+        with runtime.gate.hold(deadline=time.monotonic()):
+            hold(tokens)
+    except QwenVLError as exc:  # busy: not worth waiting for
+        log.info("The saved prompt prefix stays in memory until a prompt uses it: %s", exc)
 
 
 def _save(runtime: Any, tokens: list[int], path: Path) -> bool:
