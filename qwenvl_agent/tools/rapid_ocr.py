@@ -83,7 +83,6 @@ def _warm_page() -> Image.Image:
     return image
 
 
-
 def read_pieces_with(threads: int | None = None, exact: bool = True):
     """A reader (image -> pieces) with an engine of its own on ``threads`` threads (all physical cores by
     default); the engine is built at its first page. ``exact``: float32 arithmetic (the text ONNX Runtime
