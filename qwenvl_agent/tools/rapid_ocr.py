@@ -127,10 +127,6 @@ def _build_engine(threads: int | None = None, exact: bool = True):
             "The offline OCR engine needs RapidOCR: pip install 'rapidocr>=3.10,<3.11' onnxruntime "
             "(qwenvl-agent installs them), or use ocr_engine='vlm'."
         ) from exc
-    try:
-        import onnxruntime  # noqa: F401 - rapidocr imports it only at the first page, with a vaguer error
-    except ImportError as exc:
-        raise OcrEngineError("RapidOCR needs ONNX Runtime: pip install onnxruntime, or use ocr_engine='vlm'.") from exc
     from qwenvl_agent.vlm.cpu import physical_cores
 
     threads = threads or physical_cores()
@@ -149,7 +145,7 @@ def _build_engine(threads: int | None = None, exact: bool = True):
         "EngineConfig.onnxruntime.inter_op_num_threads": 1,
     }
     if runtime() == "onnxruntime":
-        return RapidOCR(params=params)
+        return _on_onnx_runtime(params)
     params.update({
         "Det.engine_type": EngineType.OPENVINO,
         "Rec.engine_type": EngineType.OPENVINO,
@@ -168,7 +164,19 @@ def _build_engine(threads: int | None = None, exact: bool = True):
                     type(exc).__name__, str(exc)[:200])
         for key in ("Det.engine_type", "Rec.engine_type"):
             params[key] = EngineType.ONNXRUNTIME
-        return RapidOCR(params=params)
+        return _on_onnx_runtime(params)
+
+
+def _on_onnx_runtime(params: dict[str, Any]):
+    """RapidOCR on ONNX Runtime (imported only here: where OpenVINO runs the models it is not needed, and its
+    import leaves a session file in the temporary folder)."""
+    from rapidocr import RapidOCR
+
+    try:
+        import onnxruntime  # noqa: F401 - rapidocr imports it only at the first page, with a vaguer error
+    except ImportError as exc:
+        raise OcrEngineError("RapidOCR needs ONNX Runtime: pip install onnxruntime, or use ocr_engine='vlm'.") from exc
+    return RapidOCR(params=params)
 
 
 def _in_float32(engine: Any, threads: int) -> None:
