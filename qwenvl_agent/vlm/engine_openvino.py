@@ -140,8 +140,7 @@ class OpenVINOEngine:
         entry, length = self.prefix_cache.match(tokens, (), limit=len(tokens))
         if entry is None or entry is self._live or length < len(tokens):
             return
-        self._paged.start_copy(0)  # what the blocks hold and no copy has been made of yet
-        self._restore(entry, len(entry.tokens))
+        self._restore(entry, len(entry.tokens))  # a copy the blocks' last prefix still wants is made first (settle)
         self._live = entry
 
     def settle(self) -> None:
