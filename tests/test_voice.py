@@ -199,6 +199,20 @@ def test_samples_in_memory_are_transcribed(whisper, english_wav):
     assert transcript.seconds == pytest.approx(pcm.size / rate, abs=1e-3)
 
 
+def test_the_random_whisper_is_sure_of_itself_so_its_transcript_depends_only_on_the_audio(whisper, english_wav, chinese_wav):
+    """A flat random Whisper failed faster-whisper's thresholds and was re-decoded by sampling, so the server and
+    this process heard the same file differently; the test model's greedy pass must be accepted."""
+    from qwenvl_agent.voice import load_recognizer
+
+    model = load_recognizer(whisper).model
+    for audio in (english_wav, chinese_wav):
+        pieces, _ = model.transcribe(load_audio(audio), language="en", beam_size=1, condition_on_previous_text=False)
+        assert {segment.temperature for segment in pieces} == {0.0}, "greedy decoding was kept, no sampling"
+    first = transcribe(english_wav, "en", model=whisper)
+    assert first.text and transcribe(english_wav, "en", model=whisper) == first
+    assert transcribe(chinese_wav, "en", model=whisper).text != first.text, "what it writes depends on what it hears"
+
+
 def test_the_recogniser_is_loaded_once(whisper):
     from qwenvl_agent.voice import load_recognizer
 

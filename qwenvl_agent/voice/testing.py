@@ -38,6 +38,17 @@ SIZES = {
 }
 
 
+# Random weights give nearly flat next-token distributions, which faster-whisper rightly distrusts: every window
+# fails its log-probability threshold and is decoded again by sampling at rising temperatures, so the same audio
+# gave different noise from run to run (and from process to process). Three scales make the random decoder as
+# sure of itself as a trained one, so its greedy pass is accepted and a transcript is a function of the audio:
+# the last norm sharpens the logits, larger position embeddings keep it from repeating one word, and a louder
+# cross-attention keeps what it writes depending on what it hears.
+_CONFIDENCE = 60.0
+_POSITIONS = 10.0
+_HEARING = 5.0
+
+
 def make_random_whisper(folder: str | Path, size: str = "tiny-random", *, quantization: str = "int8", seed: int = 0) -> Path:
     """Write a random Whisper of ``size`` (see ``SIZES``) converted to CTranslate2 into ``folder/ct2``; return
     that folder, which ``transcribe(..., model=folder)`` loads like a downloaded one."""
@@ -63,6 +74,11 @@ def make_random_whisper(folder: str | Path, size: str = "tiny-random", *, quanti
     )
     torch.manual_seed(seed)
     model = WhisperForConditionalGeneration(config)
+    with torch.no_grad():  # see _CONFIDENCE
+        model.model.decoder.layer_norm.weight.mul_(_CONFIDENCE)
+        model.model.decoder.embed_positions.weight.mul_(_POSITIONS)
+        for layer in model.model.decoder.layers:
+            layer.encoder_attn.out_proj.weight.mul_(_HEARING)
     model.generation_config = GenerationConfig(
         decoder_start_token_id=config.decoder_start_token_id, bos_token_id=end, eos_token_id=end, pad_token_id=end,
         begin_suppress_tokens=[ids["Ġ"], end], suppress_tokens=[], no_timestamps_token_id=ids["<|notimestamps|>"],
