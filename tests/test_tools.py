@@ -87,6 +87,25 @@ def test_read_chart_returns_a_table_and_structured_data(tiny_runtime, tools):
     assert message.artifact["data"]["rows"][2] == {"category": "Q3", "sales": 1.2}
 
 
+def test_read_chart_gives_its_format_as_a_system_message_the_same_for_every_chart(tiny_runtime, tools, monkeypatch):
+    """The reply format opens the prompt, before the image: every chart's prompt shares that opening, which a
+    model keeping prefixes reads once."""
+    from qwenvl_agent.tools.chart_data import CHART_INSTRUCTIONS
+
+    chart = tools["read_chart"]
+    prompts = []
+    original = chart.vlm.runtime.stream
+    monkeypatch.setattr(chart.vlm.runtime, "stream", lambda prompt, settings: prompts.append(prompt) or original(prompt, settings))
+    with scripted_replies(tiny_runtime, [CHART_REPLY, CHART_REPLY]):
+        run(chart, image_id="img-2", question="Which quarter is highest?")
+        run(chart, image_id="img-1")
+    first, second = (prompt.messages for prompt in prompts)
+    assert first[0] == second[0] == {"role": "system", "content": [{"type": "text", "text": "You read charts. " + CHART_INSTRUCTIONS}]}
+    assert [part["type"] for part in first[1]["content"]] == ["image", "text"]
+    assert first[1]["content"][1]["text"] == "Read this chart.\nQuestion: Which quarter is highest?"
+    assert second[1]["content"][1]["text"] == "Read this chart."
+
+
 def test_read_chart_reports_unparseable_replies_as_tool_errors(tiny_runtime, tools):
     with scripted_replies(tiny_runtime, ["I cannot see a chart here, sorry."]):
         message = run(tools["read_chart"], image_id="img-2")
@@ -158,8 +177,10 @@ def test_tools_work_with_any_chat_model_that_takes_images(store):
     assert message.status == "success" and "| A | 3" in message.content.replace("  ", " ")
     assert json.dumps(message.artifact["data"]["rows"]) == '[{"category": "A", "s": 3.0}]'
     (sent,) = seen
-    assert [block["type"] for block in sent[0][0].content_blocks] == ["image", "text"]
-    block = sent[0][0].content_blocks[0]
+    system, user = sent[0]
+    assert system.type == "system" and system.content == chart.system_prompt  # the reply format, for any model
+    assert [block["type"] for block in user.content_blocks] == ["image", "text"]
+    block = user.content_blocks[0]
     assert block.get("base64") and block.get("mime_type") == "image/png"  # PNG, as base64, for other models
 
 

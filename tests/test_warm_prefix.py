@@ -4,7 +4,7 @@ read back by a runtime that starts empty, and never used for another prompt, too
 from __future__ import annotations
 
 import pytest
-from documents import draw_invoice
+from documents import draw_bar_chart, draw_invoice
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import HumanMessage, SystemMessage
 
@@ -107,12 +107,30 @@ def test_the_assistant_warms_its_planner_when_built_and_a_question_prefills_only
     llm.runtime.prefix_cache.clear()
     assistant = DocumentAssistant(llm, ocr_engine="rapidocr")  # the model is loaded: warmed now
     warmed = assistant.warm()
-    assert warmed.source == "memory" and len(list(folder.glob("*.safetensors"))) == 1  # computed and saved when built
+    # Computed and saved when built: the planner's prefix, and the chart tool's reply format.
+    assert warmed.source == "memory" and len(list(folder.glob("*.safetensors"))) == 2
     with scripted_replies(llm.runtime, ["The total is 1,500.00."]) as left:
         answer = assistant.ask("What is the total?", [draw_invoice()])
     assert left == [] and answer.answer == "The total is 1,500.00."
     (first,) = timings.calls
     assert first["reused_tokens"] == warmed.tokens and first["prefill_tokens"] > 0
+
+
+def test_the_assistant_warms_the_chart_format_so_the_first_chart_reads_only_its_image_and_question(tiny_model, folder):
+    timings = _Timings()
+    llm = ChatQwenVL(model=tiny_model, engine="torch", max_tokens=40, callbacks=[timings])
+    llm.runtime.prefix_cache.clear()
+    DocumentAssistant(llm, ocr_engine="rapidocr")  # the model is loaded: warmed now
+    store = ImageStore()
+    store.add(draw_bar_chart())
+    chart = {tool.name: tool for tool in make_tools(llm, store)}["read_chart"]
+    held = llm.warm_prefix([SystemMessage(chart.system_prompt)])
+    assert held.source == "memory" and held.tokens > 150  # the format rules: the most of a chart's prompt text
+    with scripted_replies(llm.runtime, ["type: bar\ntitle: Sales\nx: Quarter\ny: Sales\nQuarter | Sales\nQ1 | 1\nanswer: none"]):
+        message = chart.invoke({"name": "read_chart", "args": {"image_id": "img-1"}, "id": "call-1", "type": "tool_call"})
+    assert message.status == "success" and "| Q1 | 1 |" in message.content.replace("  ", " ")
+    (call,) = timings.calls
+    assert call["reused_tokens"] == held.tokens
 
 
 class _Like:

@@ -137,12 +137,17 @@ class DocumentAssistant:
         """Have the planner's prompt prefix (the system prompt and the tool schemas) ready now: kept in memory,
         read from the cache folder, or computed (and saved there). Loads the planner's model. Returns what was
         done (a ``WarmPrefix``), or None for a planner that keeps no prefix (a remote server, a ChatQwenVL with
-        ``reuse_prefix=False``). The offline OCR engine the tools read with is made ready too (``prepare_ocr``)."""
+        ``reuse_prefix=False``). The tools' own fixed instructions (``system_prompt``, such as the chart format) are
+        made ready the same way on the tools' model, and the offline OCR engine they read with (``prepare_ocr``)."""
         prepare_ocr(self.ocr_engine)
         warm = getattr(self.model, "warm_prefix", None)
         if warm is None:
             return None
         tools = make_tools(self.vlm, ImageStore(index_pages=False), ocr_engine=self.ocr_engine, **self.tool_budgets)
+        warm_tool = getattr(self.vlm, "warm_prefix", None)
+        if warm_tool is not None:  # the tools' fixed instructions first: the planner's prefix is the one left held
+            for prompt in dict.fromkeys(tool.system_prompt for tool in tools if tool.system_prompt):
+                warm_tool([SystemMessage(content=prompt)])
         return warm([SystemMessage(content=self.system_prompt)], tools)
 
     def _warm_quietly(self) -> None:

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import HumanMessage
+from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.tools import BaseTool, ToolException
 from PIL import Image
 from pydantic import ConfigDict, Field, ValidationError
@@ -54,6 +54,10 @@ class ImageTool(BaseTool):
     turn: Any = Field(default_factory=threading.Lock, exclude=True)
     max_image_tokens: int = 1024
     max_tokens: int = 512
+    # Instructions the same for every call (a reply format), sent as a system message before the images: a prompt
+    # that opens with them shares that opening with every other call of the tool, so a model that keeps prompt
+    # prefixes reads them once (see ``warm_prompts``), not once per image.
+    system_prompt: str | None = None
     # Greedy decoding with a stop for replies that loop (a 2B model reading a long page can): tools want the
     # most likely reading, not a sampled one, and never a page of repeats.
     repetition_guard: bool = True
@@ -89,8 +93,11 @@ class ImageTool(BaseTool):
         if self.vlm is None:
             raise ToolException(f"{self.name} needs a vision chat model; build the tools with make_tools(vlm, store).")
         content = [{"type": "text", "text": p} if isinstance(p, str) else image_block(p, self.vlm) for p in parts]
+        messages = [HumanMessage(content=content)]
+        if self.system_prompt:
+            messages.insert(0, SystemMessage(content=self.system_prompt))
         try:
-            reply = self.vlm.invoke([HumanMessage(content=content)], **self._model_kwargs(**budgets))
+            reply = self.vlm.invoke(messages, **self._model_kwargs(**budgets))
         except QwenVLError:
             raise
         except Exception as exc:  # any provider's failure becomes a tool error the planner can read

@@ -21,10 +21,11 @@ class ChartTool(ImageTool):
     args_schema: type[BaseModel] = ChartArgs
     max_image_tokens: int = 1024
     max_tokens: int = 768
+    system_prompt: str | None = "You read charts. " + CHART_INSTRUCTIONS
 
     def _use(self, image_id: str, question: str | None = None):
         image = self.store.get(image_id)
-        instruction = "Read this chart. " + CHART_INSTRUCTIONS
+        instruction = "Read this chart."
         if question:
             instruction += f"\nQuestion: {question}"
         reply = self.look(image, instruction)
