@@ -56,7 +56,7 @@ class ImageTool(BaseTool):
     max_tokens: int = 512
     # Instructions the same for every call (a reply format), sent as a system message before the images: a prompt
     # that opens with them shares that opening with every other call of the tool, so a model that keeps prompt
-    # prefixes reads them once (see ``warm_prompts``), not once per image.
+    # prefixes reads them once (``DocumentAssistant.warm`` prepares them), not once per image.
     system_prompt: str | None = None
     # Greedy decoding with a stop for replies that loop (a 2B model reading a long page can): tools want the
     # most likely reading, not a sampled one, and never a page of repeats.
