@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from documents import draw_bar_chart, draw_invoice, draw_text_image
+from given import given_prompts
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from planner import ScriptedPlanner, call
@@ -307,9 +308,7 @@ async def test_runs_on_different_conversations_overlap(vlm):
 
 def test_a_planners_bare_json_call_is_a_step_and_never_answer_text(tiny_model, monkeypatch):
     llm = ChatQwenVL(model=tiny_model, max_tokens=80)
-    prompts = []
-    original = llm.runtime.stream
-    monkeypatch.setattr(llm.runtime, "stream", lambda prompt, settings: prompts.append(prompt) or original(prompt, settings))
+    prompts = given_prompts(monkeypatch, llm)
     assistant = DocumentAssistant(llm, max_steps=4, ocr_engine="rapidocr")
     bare = '{"name": "ocr_image", "arguments": {"image_id": "img-1"}}'
     with scripted_replies(llm.runtime, [bare, "The total is 1,500.00."]) as left:

@@ -10,6 +10,7 @@ from typing import TypedDict
 
 import pytest
 from documents import draw_text_image, png_bytes
+from given import given_prompts
 from langchain_core.caches import InMemoryCache
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage, ToolMessage
@@ -362,19 +363,6 @@ class Lookup(BaseModel):
     """Look a word up."""
 
     word: str
-
-
-def given_prompts(monkeypatch, llm) -> list:
-    """The prompts the model is given from now on (each generation's ``Prompt``)."""
-    seen = []
-    original = llm.runtime.stream
-
-    def recording(prompt, settings):
-        seen.append(prompt)
-        return original(prompt, settings)
-
-    monkeypatch.setattr(llm.runtime, "stream", recording)
-    return seen
 
 
 ANY_CALL = 'GetWeather", "arguments": {"city": "Oslo"}}\n</tool_call>'

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from documents import draw_bar_chart, draw_invoice
+from given import given_prompts
 from langchain_core.callbacks import BaseCallbackHandler, get_usage_metadata_callback
 from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
 from langchain_core.messages import AIMessage, ToolMessage
@@ -93,9 +94,7 @@ def test_read_chart_gives_its_format_as_a_system_message_the_same_for_every_char
     from qwenvl_agent.tools.chart_data import CHART_INSTRUCTIONS
 
     chart = tools["read_chart"]
-    prompts = []
-    original = chart.vlm.runtime.stream
-    monkeypatch.setattr(chart.vlm.runtime, "stream", lambda prompt, settings: prompts.append(prompt) or original(prompt, settings))
+    prompts = given_prompts(monkeypatch, chart.vlm)
     with scripted_replies(tiny_runtime, [CHART_REPLY, CHART_REPLY]):
         run(chart, image_id="img-2", question="Which quarter is highest?")
         run(chart, image_id="img-1")
