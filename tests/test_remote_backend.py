@@ -14,7 +14,7 @@ from processes import free_port, qwenvl_process
 pytest.importorskip("fastapi")
 pytest.importorskip("langchain_openai")
 
-from langchain_core.messages import HumanMessage  # noqa: E402
+from langchain_core.messages import HumanMessage, SystemMessage  # noqa: E402
 
 from qwenvl_agent.agent import DocumentAssistant  # noqa: E402
 from qwenvl_agent.agent.backends import chat_model  # noqa: E402
@@ -88,3 +88,24 @@ def test_qwenvl_ask_with_the_openai_backend(remote, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
     assert result["error"] is None and isinstance(result["answer"], str)
+
+
+def test_a_remote_planner_does_not_load_a_local_tools_model_until_a_tool_needs_it(remote, tmp_path):
+    from qwenvl_agent.vlm import ChatQwenVL
+    from qwenvl_agent.vlm.registry import loaded_runtimes
+    from qwenvl_agent.vlm.testing import make_tiny_checkpoint
+
+    base_url, model = remote
+    local = str(make_tiny_checkpoint(tmp_path / "tools-model", seed=3))
+    vlm = ChatQwenVL(model=local, engine="torch")
+
+    def loaded() -> bool:
+        return any(runtime.model_id == local for runtime in loaded_runtimes())
+
+    assistant = DocumentAssistant(model, backend="openai", base_url=base_url, api_key=KEY, vlm=vlm, max_steps=1)
+    result = assistant.ask("Hello, who are you?")  # the planner answers; no tool, so no local model
+    assert result.steps == [] and isinstance(result.answer, str)
+    assert not loaded()
+    assert assistant.warm() is None and loaded()  # asked for: the tools' model loads and keeps the chart's format
+    chart = {tool.name: tool for tool in make_tools(vlm, ImageStore())}["read_chart"]
+    assert vlm.warm_prefix([SystemMessage(chart.system_prompt)]).source == "memory"

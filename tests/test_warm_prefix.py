@@ -133,6 +133,26 @@ def test_the_assistant_warms_the_chart_format_so_the_first_chart_reads_only_its_
     assert call["reused_tokens"] == held.tokens
 
 
+def test_under_a_remote_planner_the_assistant_still_warms_the_chart_format_on_its_local_tools_model(tiny_model, folder):
+    pytest.importorskip("langchain_openai")
+    timings = _Timings()
+    llm = ChatQwenVL(model=tiny_model, engine="torch", max_tokens=40, callbacks=[timings])
+    llm.runtime.prefix_cache.clear()
+    # The planner is a server this test never reaches: warming must not call it, only the local tools' model.
+    assistant = DocumentAssistant("remote-planner", backend="openai", base_url="http://127.0.0.1:9/v1", vlm=llm)
+    assert assistant.warm() is None  # a remote planner keeps no prefix
+    assert len(list(folder.glob("*.safetensors"))) == 1  # the chart's format, saved for the next process
+    store = ImageStore()
+    store.add(draw_bar_chart())
+    chart = {tool.name: tool for tool in make_tools(llm, store)}["read_chart"]
+    with scripted_replies(llm.runtime, ["type: bar\ntitle: Sales\nx: Quarter\ny: Sales\nQuarter | Sales\nQ1 | 1\nanswer: none"]):
+        message = chart.invoke({"name": "read_chart", "args": {"image_id": "img-1"}, "id": "call-1", "type": "tool_call"})
+    assert message.status == "success"
+    (call,) = timings.calls
+    # The first chart call read the format from what the warm-up held: only its image and question were new.
+    assert call["reused_tokens"] == llm.warm_prefix([SystemMessage(chart.system_prompt)]).tokens > 150
+
+
 class _Like:
     """A runtime with some of its identity changed."""
 

@@ -87,6 +87,8 @@ class DocumentAssistant:
     ``warm_prefix`` (default on): the planner's system prompt and tool schemas are prefilled once and kept (in
     memory and in the cache folder, see ``warm``), so the first planner call of a question prefills only the
     question: when the assistant is built if the planner's model is loaded by then, else at the first question.
+    The tools' fixed instructions (the chart's reply format) are kept the same way on the tools' model (``vlm``),
+    also under a planner that keeps no prefix (a remote server).
     """
 
     def __init__(
@@ -130,7 +132,7 @@ class DocumentAssistant:
         self._conversations: dict[str, _Conversation] = {}
         self._lock = threading.Lock()
         self.warm_prefix = warm_prefix
-        if warm_prefix and _is_loaded(model):
+        if warm_prefix and (_is_loaded(model) or _is_loaded(self.vlm)):
             self._warm_quietly()
 
     def warm(self) -> Any:
@@ -138,22 +140,31 @@ class DocumentAssistant:
         read from the cache folder, or computed (and saved there). Loads the planner's model. Returns what was
         done (a ``WarmPrefix``), or None for a planner that keeps no prefix (a remote server, a ChatQwenVL with
         ``reuse_prefix=False``). The tools' own fixed instructions (``system_prompt``, such as the chart format) are
-        made ready the same way on the tools' model, and the offline OCR engine they read with (``prepare_ocr``)."""
+        made ready the same way on the tools' model, whatever the planner is, and the offline OCR engine they read
+        with (``prepare_ocr``)."""
+        return self._warm(load_planner=True, load_tools_model=True)
+
+    def _warm(self, load_planner: bool, load_tools_model: bool) -> Any:
+        """``warm``, where a model not loaded yet is warmed (so loaded) only if asked: a run warms the planner it
+        is about to call, but not a tools' model of its own, which the question may not need."""
         prepare_ocr(self.ocr_engine)
-        warm = getattr(self.model, "warm_prefix", None)
-        if warm is None:
-            return None
         tools = make_tools(self.vlm, ImageStore(index_pages=False), ocr_engine=self.ocr_engine, **self.tool_budgets)
         warm_tool = getattr(self.vlm, "warm_prefix", None)
-        if warm_tool is not None:  # the tools' fixed instructions first: the planner's prefix is the one left held
+        shared = self.vlm is self.model
+        if warm_tool is not None and (_is_loaded(self.vlm) or load_tools_model or (shared and load_planner)):
+            # The tools' fixed instructions first: the planner's prefix is the one left held.
             for prompt in dict.fromkeys(tool.system_prompt for tool in tools if tool.system_prompt):
                 warm_tool([SystemMessage(content=prompt)])
+        warm = getattr(self.model, "warm_prefix", None)
+        if warm is None or not (load_planner or _is_loaded(self.model)):
+            return None
         return warm([SystemMessage(content=self.system_prompt)], tools)
 
     def _warm_quietly(self) -> None:
-        """``warm``, for a run about to start: a failure here is the run's to report (it meets it too)."""
+        """Warm what is loaded, as the assistant is built: a failure here is the first run's to report (it meets
+        it too)."""
         try:
-            self.warm()
+            self._warm(load_planner=False, load_tools_model=False)
         except Exception as exc:  # noqa: BLE001 - the run that follows reports what is wrong
             log.info("The planner's prompt prefix was not prepared: %s", exc)
 
@@ -203,7 +214,7 @@ class DocumentAssistant:
                     if self.warm_prefix:
                         # At once when it is held; else read from disk or computed, once. It meets what the first
                         # planner call would (the model not loading, a busy queue, a stop) and ends the run so.
-                        context.run(self.warm)
+                        context.run(self._warm, True, False)
                     while (item := context.run(next, updates, None)) is not None:
                         yield from builder.feed(*item)
                         if stopped.is_set():
