@@ -281,3 +281,49 @@ def test_openvino_auto_runs_the_language_model_in_float32_and_the_vision_tower_a
     assert asked is not auto and precisions(asked) == (str(ov.Type.f32), str(ov.Type.f32))
     reply = ChatQwenVL(model=tiny_model, engine="openvino", weights="int8", max_tokens=4).invoke("hi")
     assert reply.usage_metadata["output_tokens"] <= 4
+
+
+@needs_openvino
+def test_the_openvino_vision_tower_runs_simplified_and_encodes_as_the_exported_one(tiny_model):
+    import numpy as np
+    import openvino as ov
+
+    runtime = load_runtime(tiny_model, engine="openvino", weights="int8", dtype="float32")
+    model = runtime.engine.model
+    rng = np.random.default_rng(0)
+
+    def exported(name):  # the part as exported, compiled as the engine compiles it
+        part = getattr(model, name)
+        return ov.Core().compile_model(runtime.path / f"openvino_{name}_model.xml", "CPU", part.ov_config)
+
+    def close(got, expected):
+        assert len(got) == len(expected)
+        for mine, theirs in zip(got, expected):
+            np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-5)
+
+    # The patch embedding: one matrix product, no convolution, the same embeddings.
+    embeddings = model.vision_embeddings
+    vision = model.config.vision_config
+    width = vision.in_channels * vision.temporal_patch_size * vision.patch_size**2
+    patches = rng.standard_normal((64, width)).astype(np.float32)
+    layers = [op.get_rt_info()["layerType"].astype(str) for op in embeddings.request.get_runtime_model().get_ops()]
+    assert "FullyConnected" in layers and "Convolution" not in layers
+    close(list(embeddings.request({"hidden_states": patches}).values()), list(exported("vision_embeddings")({"hidden_states": patches}).values()))
+
+    # The attention: no mask, which one image does not need; the features of an all-zero mask.
+    merger = model.vision_embeddings_merger
+    assert "attention_mask" not in merger.input_names  # the engine no longer builds or passes one
+    reference = exported("vision_embeddings_merger")
+    count = 64
+    inputs = {
+        "hidden_states": rng.standard_normal((count, reference.input("hidden_states").get_partial_shape()[1].get_length())).astype(np.float32),
+        "rotary_pos_emb": rng.standard_normal((count, reference.input("rotary_pos_emb").get_partial_shape()[1].get_length())).astype(np.float32),
+    }
+    one_image = np.zeros((1, count, count), np.float32)  # what optimum-intel builds for one image
+    two_images = np.full((1, count, count), -np.inf, np.float32)
+    two_images[:, : count // 2, : count // 2] = two_images[:, count // 2 :, count // 2 :] = 0
+    got = list(merger.request(inputs).values())
+    assert len(got) == 2  # the merged features and the deepstack ones
+    close(got, list(reference({**inputs, "attention_mask": one_image}).values()))
+    for mine, masked in zip(got, reference({**inputs, "attention_mask": two_images}).values()):
+        assert not np.allclose(mine, masked, rtol=1e-4, atol=1e-5)  # a mask that matters would show

@@ -1,5 +1,6 @@
 """Loading the OpenVINO IR for the engine: the compile settings, the edits to the language model's graph (paged
-attention, logits for the last positions only), OpenVINO's compiled-model cache beside the IR."""
+attention, logits for the last positions only) and to the vision tower's (vision_graph.py), OpenVINO's
+compiled-model cache beside the IR."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from .ir import check_model_type
 from .openvino_export import cache_root, require_openvino
 from .paged import PagedRequest, to_paged
 from .paged import available as paged_available
+from .vision_graph import simplify_vision_tower
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ def load_openvino_model(ir_path: Path, precision: str, num_threads: int | None, 
             to_paged(model.language_model.model)
         else:
             keep_last_logits(model.language_model.model)
+        simplify_vision_tower(model)
         model.compile()
         if use_paged:
             model.language_model.request = PagedRequest(model.language_model.request)
