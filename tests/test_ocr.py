@@ -178,6 +178,41 @@ def test_hybrid_sends_only_uncertain_lines_to_the_model_as_crops(tiny_model, sto
     assert all(block["image"].height < 100 for block in images)  # line crops, not the page
 
 
+def test_the_vision_model_reads_the_page_itself_its_reply_drafted_from_rapidocrs_reading(tiny_model, store, monkeypatch):
+    llm = ChatQwenVL(model=tiny_model, max_tokens=300, reuse_prefix=False)
+    ocr = make_tools(llm, store, ocr_engine="vlm")[0]
+    given = []
+    original = llm.runtime.stream
+    monkeypatch.setattr(llm.runtime, "stream", lambda prompt, settings: given.append((prompt, settings)) or original(prompt, settings))
+    finished = []
+    llm.callbacks = [_Finished(finished)]
+    reading = to_text(rapid_ocr.read_pieces(store.get("img-1")))
+    assert "12345678" in reading
+    own = reading.replace("12345678", "12345679")  # the model reads one digit otherwise: its reading is the reply
+    with scripted_replies(llm.runtime, [own]) as left:
+        message = run(ocr, image_id="img-1")
+    assert left == [] and message.content == own.strip()
+    ((prompt, settings),) = given
+    assert settings.draft_text == reading  # RapidOCR's reading, as a source of drafts only
+    text = " ".join(part["text"] for m in prompt.messages for part in m["content"] if isinstance(m["content"], list) and part.get("type") == "text")
+    assert "12345678" not in text and "Buyer" not in text  # the model was not shown it: it reads the image
+    (timings,) = finished
+    assert timings["decode_steps"] < timings["accepted_draft_tokens"]  # most of the reply came as drafts
+
+    sampling = ChatQwenVL(model=tiny_model, max_tokens=300, temperature=0.7)  # no drafts: RapidOCR is not run
+    assert make_tools(sampling, store, ocr_engine="vlm")[0]._draft_text(store.get("img-1")) is None
+
+
+class _Finished(BaseCallbackHandler):
+    """Keeps each chat-model call's timings."""
+
+    def __init__(self, seen):
+        self.seen = seen
+
+    def on_llm_end(self, response, **kwargs):
+        self.seen.append(response.generations[0][0].message.response_metadata["timings"])
+
+
 def test_an_unknown_ocr_engine_is_refused(store):
     with pytest.raises(ValueError, match="ocr_engine must be one of vlm, rapidocr, hybrid"):
         make_tools(None, store, ocr_engine="tesseract")

@@ -152,3 +152,58 @@ def test_a_bad_draft_count_is_refused_with_its_name(tiny_model):
     llm = ChatQwenVL(model=tiny_model, max_tokens=4)
     with pytest.raises(ValueError, match="prompt_lookup_num_tokens"):
         llm.invoke("hi", prompt_lookup_num_tokens="many")
+
+
+def test_the_reference_is_looked_in_first_and_read_forward():
+    reference = [1, 2, 3, 4, 5, 1, 2, 6, 7, 8]
+    # "1 2" is in the sequence too (followed by 9): the reference's continuation wins, from its first place.
+    lookup = PromptLookup(3, reference=reference)
+    assert lookup.propose([1, 2, 9, 0, 1, 2], 10) == [3, 4, 5]
+    # Read on from there: the next "1 2" of the reference, not its first again.
+    assert lookup.propose([0, 5, 1, 2], 10) == [6, 7, 8]
+    # Nothing of the tail in the reference: the sequence's own latest match, as without one.
+    assert PromptLookup(3, reference=reference).propose([9, 0, 9, 0], 10) == [9, 0]
+    assert PromptLookup(3, reference=[]).propose([1, 2, 3, 1, 2, 4, 1, 2], 10) == [4, 1, 2]
+
+
+# Another reader's text of what the reply will say: close to it, with differences, never in the prompt.
+TRANSCRIPT = (
+    "INVOICE\nInvoice No.: 12345678\nDate: 2026-03-14\nBuyer: ACME Trading Ltd., 88 Harbour Road, Shenzhen\n"
+    "| Item | Qty | Amount |\n| --- | --- | --- |\n| Industrial sensor kit | 40 | 500,000.00 |\n"
+    "Total (CNY): 1,234,560.00\n"
+)
+MISREAD = TRANSCRIPT.replace("12345678", "1234S678").replace("Shenzhen", "Shenzen").replace("40", "4O")
+
+
+def test_a_reply_is_drafted_from_a_text_outside_the_prompt_and_comes_out_as_without_it(tiny_model, engine):
+    llm = ChatQwenVL(model=tiny_model, engine=engine, max_tokens=200, reuse_prefix=False)
+    question = [HumanMessage("Read all the text of the invoice.")]  # the transcript is nowhere in the prompt
+    with scripted_replies(llm.runtime, [TRANSCRIPT] * 3) as left:
+        plain = llm.invoke(question)
+        guided = llm.invoke(question, draft_text=MISREAD)
+        unused = llm.invoke(question, draft_text=MISREAD, prompt_lookup_num_tokens=0)
+    assert not left
+    assert plain.content == guided.content == unused.content == TRANSCRIPT
+    tokens = guided.usage_metadata["output_tokens"]
+    assert timings(plain)["accepted_draft_tokens"] < tokens / 4  # the prompt has little of it to draft from
+    assert timings(guided)["accepted_draft_tokens"] > tokens / 2  # the other reading has most of it
+    assert timings(guided)["decode_steps"] < timings(plain)["decode_steps"] / 2
+    assert timings(unused)["draft_tokens"] == 0  # drafts off: the text is not used
+
+
+def test_greedy_replies_are_the_same_with_a_draft_text(tiny_model, engine):
+    llm = exact(tiny_model, engine, 10)
+    taken_without = taken_with = 0
+    for prompt in PROMPTS:
+        without = llm.invoke([HumanMessage(prompt)])
+        with_text = llm.invoke([HumanMessage(prompt)], draft_text=MISREAD + " " + without.content)
+        assert with_text.content == without.content, prompt
+        taken_without += timings(without)["accepted_draft_tokens"]
+        taken_with += timings(with_text)["accepted_draft_tokens"]
+    assert taken_with > taken_without  # the replies were in the text: more of them came as drafts
+
+
+def test_a_draft_text_that_is_not_text_is_refused_with_its_name(tiny_model):
+    llm = ChatQwenVL(model=tiny_model, max_tokens=4)
+    with pytest.raises(ValueError, match="draft_text must be a string"):
+        llm.invoke("hi", draft_text=["not", "text"])

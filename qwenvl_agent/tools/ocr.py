@@ -3,7 +3,9 @@
 Three engines read it:
 - ``rapidocr`` (the default): PP-OCR models on OpenVINO (ONNX Runtime without it), under a second a page on
   two cores, no network; lines are put back into rows, columns and Markdown tables from their boxes.
-- ``vlm``: the vision chat model reads the whole image (minutes per page for a 2B model on a CPU).
+- ``vlm``: the vision chat model reads the whole image (minutes per page for a 2B model on a CPU). RapidOCR's
+  reading, where it can run, is handed to the model as ``draft_text``: it never sees it, but its reply, which
+  mostly says what RapidOCR read, is drafted from it several tokens a pass (the same reply, in fewer passes).
 - ``hybrid``: RapidOCR reads the page; the lines it is unsure of go to the vision chat model, each as
   a zoomed crop with RapidOCR's reading, and come back corrected. The model writes a few words per
   uncertain line instead of the whole page.
@@ -11,6 +13,7 @@ Three engines read it:
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Annotated, Any, Literal
 
@@ -23,6 +26,8 @@ from .layout import TextPiece, to_text
 from .rapid_ocr import prepare as _prepare_rapid_ocr
 from .rapid_ocr import read_pieces
 from .zoom import Box
+
+log = logging.getLogger(__name__)
 
 OCR_ENGINES = ("vlm", "rapidocr", "hybrid")
 DEFAULT_OCR_ENGINE = "rapidocr"
@@ -55,9 +60,11 @@ _NUMBERED = re.compile(r"^\s*(\d+)\s*[:.)]\s*(.*?)\s*$")
 
 
 def prepare_ocr(engine: str) -> bool:
-    """Have what ``ocr_engine=engine`` reads with ready now: RapidOCR (for "rapidocr" and "hybrid") built and run
-    once, so the first ``ocr_image`` does not pay it. False where it cannot be (the tool reports why when used)."""
-    return check_ocr_engine(engine) == "vlm" or _prepare_rapid_ocr()
+    """Have what ``ocr_engine=engine`` reads with ready now: RapidOCR built and run once, so the first
+    ``ocr_image`` does not pay it (for "vlm" it only drafts the model's reply). False where "rapidocr" or "hybrid"
+    cannot read (the tool reports why when used)."""
+    ready = _prepare_rapid_ocr()
+    return check_ocr_engine(engine) == "vlm" or ready
 
 
 class OcrArgs(BaseModel):
@@ -92,13 +99,28 @@ class OcrTool(ImageTool):
             image = self.store.get(image_id)
             ids.append(image_id)
         if engine == "vlm":
-            return self.look(image, OCR_INSTRUCTION), ids, {"engine": "vlm"}
+            reply = self.ask([image, OCR_INSTRUCTION], draft_text=self._draft_text(image))
+            return reply, ids, {"engine": "vlm"}
         pieces = read_pieces(image)
         checked: list[int] = []
         if engine == "hybrid" and self.vlm is not None:
             pieces, checked = self._check_uncertain(image, pieces)
         data = {"engine": engine, "lines": _lines(pieces, image.size), "checked_by_vlm": checked}
         return to_text(pieces) or "(no text)", ids, data
+
+    def _draft_text(self, image: Image.Image) -> str | None:
+        """RapidOCR's reading of ``image``, for a local model that drafts its greedy replies; else None (and
+        None where RapidOCR cannot read: the model then reads without it)."""
+        from qwenvl_agent.vlm.chat_model import ChatQwenVL
+
+        vlm = self.vlm
+        if not isinstance(vlm, ChatQwenVL) or not vlm.prompt_lookup_num_tokens or vlm.temperature or vlm.sampling != "greedy":
+            return None
+        try:
+            return to_text(read_pieces(image)) or None
+        except Exception as exc:  # noqa: BLE001 - only a source of drafts: the model reads the image all the same
+            log.debug("No RapidOCR reading to draft the model's OCR from: %s", exc)
+            return None
 
     def _check_uncertain(self, image: Image.Image, pieces: list[TextPiece]) -> tuple[list[TextPiece], list[int]]:
         """Send the lines RapidOCR is unsure of to the vision model; return the pieces with its readings."""

@@ -62,6 +62,7 @@ def call_request(
         repetition_guard=option("repetition_guard"),
         grammar=grammar,
         prompt_lookup_num_tokens=_draft_count(option("prompt_lookup_num_tokens")),
+        draft_text=_draft_text(kwargs.get("draft_text")),
         **sampling_options({name: option(name) for name in _SAMPLING}, option("sampling"), generation_config),
     )
     return Prompt(messages=qwen_messages, images=images, tools=tools, assistant_prefix=prefix), settings
@@ -71,6 +72,12 @@ def _draft_count(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"prompt_lookup_num_tokens must be a whole number of draft tokens, 0 or more; got {value!r}.")
     return value
+
+
+def _draft_text(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"draft_text must be a string (text the reply is likely to repeat) or None; got {type(value).__name__}.")
+    return value or None
 
 
 def sampling_options(given: dict[str, Any], sampling: str, generation_config: Callable[[], Any]) -> dict[str, Any]:

@@ -41,8 +41,9 @@ def decode(
     ``kwargs`` holds ``generate``-style settings: ``max_new_tokens``, ``do_sample``, ``temperature``,
     ``top_k``, ``top_p``, ``repetition_penalty``, ``logits_processor`` (the caller's processors),
     ``streamer``, ``stopping_criteria``, ``constraint`` (a ``constrain.Constraint``) with ``jump_forward``,
-    and ``prompt_lookup_num_tokens`` (drafts per pass; 0 or sampling: none). ``times`` gets ``decode_steps``,
-    ``forced_tokens``, ``draft_tokens``, ``accepted_draft_tokens`` and ``ended``.
+    ``prompt_lookup_num_tokens`` (drafts per pass; 0 or sampling: none) and ``draft_ids`` (the tokens of a text
+    to draft from first: ``PromptLookup``'s reference). ``times`` gets ``decode_steps``, ``forced_tokens``,
+    ``draft_tokens``, ``accepted_draft_tokens`` and ``ended``.
     """
     import torch
 
@@ -52,7 +53,8 @@ def decode(
     processors = _pipeline(kwargs, guide, hooks)
     sampling = bool(kwargs.get("do_sample"))
     drafts = int(kwargs.get("prompt_lookup_num_tokens") or 0)
-    lookup = PromptLookup(drafts) if drafts > 0 and rollback is not None and not sampling else None
+    usable = drafts > 0 and rollback is not None and not sampling
+    lookup = PromptLookup(drafts, reference=kwargs.get("draft_ids") or ()) if usable else None
     streamer, stopping = kwargs.get("streamer"), kwargs.get("stopping_criteria") or []
     ends = set(end_ids)
     sequence, prompt_length = ids, int(ids.shape[1])
@@ -132,20 +134,31 @@ class PromptLookup:
     a corrected OCR line) is drafted many tokens at a time; the model checks a draft in the same pass as the
     token before it, so a greedy reply is the same with and without drafts.
 
+    ``reference``: tokens of a text the reply is likely to repeat without it being in the prompt (another OCR
+    engine's reading of the image being read). It is looked in first, and read forward: the first place the
+    last tokens occur that ends at or after where the last draft from it began (the reply goes through it in
+    order), else the latest.
+
     A draft costs a little even when the reply leaves it (on two cores a pass over 2 tokens takes 1.25 times
     one over 1, over 11 tokens 2 times; docs/PERFORMANCE.md), so its length follows how the last one went: two
     longer after a draft taken whole, one longer than what was taken otherwise (at least ``least``)."""
 
-    def __init__(self, most: int, least: int = 2, longest_match: int = 3, shortest_match: int = 1):
+    def __init__(
+        self, most: int, least: int = 2, longest_match: int = 3, shortest_match: int = 1, reference: Sequence[int] = ()
+    ):
+        import numpy as np
+
         self.most = most
         self.least = min(least, most)
         self.size = most
         self.longest_match = longest_match
         self.shortest_match = shortest_match
+        self.reference = np.asarray(list(reference), dtype=np.int64)
+        self._read = 0  # where the last draft taken from the reference began
 
     def propose(self, sequence, budget: int) -> list[int]:
-        """Up to ``min(size, budget)`` tokens that followed the latest earlier occurrence of the sequence's
-        last n tokens (the longest n that occurred), or none."""
+        """Up to ``min(size, budget)`` tokens that followed the sequence's last n tokens (the longest n that
+        occurred) in the reference, else at their latest earlier occurrence in the sequence; or none."""
         import numpy as np
 
         count = min(self.size, budget)
@@ -154,10 +167,16 @@ class PromptLookup:
         tokens = np.asarray(sequence.cpu() if hasattr(sequence, "cpu") else sequence)
         length = tokens.shape[0]
         for n in range(self.longest_match, self.shortest_match - 1, -1):
-            if length <= n:
+            if length < n:
                 continue
-            windows = np.lib.stride_tricks.sliding_window_view(tokens[: length - 1], n)
-            found = np.flatnonzero((windows == tokens[length - n :]).all(axis=1))
+            tail = tokens[length - n :]
+            found = _occurrences(self.reference, tail)
+            if found.size:
+                onward = found[found + n >= self._read]
+                start = int(onward[0] if onward.size else found[-1]) + n
+                self._read = start
+                return self.reference[start : start + count].tolist()
+            found = _occurrences(tokens[: length - 1], tail)
             if found.size:
                 start = int(found[-1]) + n
                 return tokens[start : start + count].tolist()
@@ -169,6 +188,17 @@ class PromptLookup:
             self.size = min(self.most, self.size + 2)
         else:
             self.size = max(self.least, taken + 1)
+
+
+def _occurrences(tokens, tail):
+    """Where ``tail`` begins in ``tokens`` (an array of indices, maybe empty)."""
+    import numpy as np
+
+    n = tail.shape[0]
+    if tokens.shape[0] < n:
+        return np.empty(0, dtype=np.int64)
+    windows = np.lib.stride_tricks.sliding_window_view(tokens, n)
+    return np.flatnonzero((windows == tail).all(axis=1))
 
 
 def _agreeing(new: list[int], drafts: list[int]) -> int:

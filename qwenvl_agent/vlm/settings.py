@@ -56,6 +56,10 @@ class GenerationSettings:
     # the prompt or reply (prompt lookup), checked by the model in the pass it makes anyway; the reply is the
     # same either way. 0: none. Engines that cannot take tokens back (the stateful OpenVINO model) draft none.
     prompt_lookup_num_tokens: int = 10
+    # Greedy replies with drafts: a text the reply is likely to repeat without it being in the prompt (another OCR
+    # engine's reading of the image being read). Drafts are looked up in it first; the model never sees it, and
+    # the reply is the same with it, without it or with a wrong one (a wrong one only drafts in vain).
+    draft_text: str | None = None
 
 
 @dataclass
