@@ -99,6 +99,9 @@ class ChatQwenVL(StreamedChatModel):
             reply's last tokens appeared earlier in the prompt or the reply; the model checks them in the pass it
             makes anyway, so a reply that quotes its input comes several tokens a pass. The reply is the same with
             any value; 0 turns it off. (The OpenVINO engine drafts on its paged model, not the stateful one.)
+            Per call, ``draft_text="..."`` gives a text the reply is likely to repeat that is not in the prompt
+            (``ocr_image`` passes RapidOCR's reading when the model reads a page): drafts are looked up in it
+            first. The model never sees it; the reply is the same with it, without it or with a wrong one.
 
     Key init args — images:
         max_image_tokens: int
