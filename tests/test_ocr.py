@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 from documents import draw_text_image
+from given import given_calls
 from langchain_core.callbacks import BaseCallbackHandler
 from PIL import Image, ImageDraw, ImageFont
 from rapidfuzz.distance import Levenshtein
 
 from qwenvl_agent.tools import ImageStore, OcrEngineError, TextPiece, make_tools, rapid_ocr, to_text
+from qwenvl_agent.tools.ocr import reading_to_draft_from
 from qwenvl_agent.vlm import ChatQwenVL
 from qwenvl_agent.vlm.testing import scripted_replies
 
@@ -181,9 +183,7 @@ def test_hybrid_sends_only_uncertain_lines_to_the_model_as_crops(tiny_model, sto
 def test_the_vision_model_reads_the_page_itself_its_reply_drafted_from_rapidocrs_reading(tiny_model, store, monkeypatch):
     llm = ChatQwenVL(model=tiny_model, max_tokens=300, reuse_prefix=False)
     ocr = make_tools(llm, store, ocr_engine="vlm")[0]
-    given = []
-    original = llm.runtime.stream
-    monkeypatch.setattr(llm.runtime, "stream", lambda prompt, settings: given.append((prompt, settings)) or original(prompt, settings))
+    given = given_calls(monkeypatch, llm)
     finished = []
     llm.callbacks = [_Finished(finished)]
     reading = to_text(rapid_ocr.read_pieces(store.get("img-1")))
@@ -200,7 +200,7 @@ def test_the_vision_model_reads_the_page_itself_its_reply_drafted_from_rapidocrs
     assert timings["decode_steps"] < timings["accepted_draft_tokens"]  # most of the reply came as drafts
 
     sampling = ChatQwenVL(model=tiny_model, max_tokens=300, temperature=0.7)  # no drafts: RapidOCR is not run
-    assert make_tools(sampling, store, ocr_engine="vlm")[0]._draft_text(store.get("img-1")) is None
+    assert reading_to_draft_from(sampling, store.get("img-1")) is None
 
 
 class _Finished(BaseCallbackHandler):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 from documents import draw_bar_chart, draw_invoice
-from given import given_prompts
+from given import given_calls, given_prompts
 from langchain_core.callbacks import BaseCallbackHandler, get_usage_metadata_callback
 from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
 from langchain_core.messages import AIMessage, ToolMessage
@@ -103,6 +103,21 @@ def test_read_chart_gives_its_format_as_a_system_message_the_same_for_every_char
     assert [part["type"] for part in first[1]["content"]] == ["image", "text"]
     assert first[1]["content"][1]["text"] == "Read this chart.\nQuestion: Which quarter is highest?"
     assert second[1]["content"][1]["text"] == "Read this chart."
+
+
+def test_read_chart_drafts_the_printed_title_and_labels_from_rapidocrs_reading(tiny_runtime, tools, monkeypatch):
+    from qwenvl_agent.tools import rapid_ocr, to_text
+
+    chart = tools["read_chart"]
+    calls = given_calls(monkeypatch, chart.vlm)
+    reading = to_text(rapid_ocr.read_pieces(chart.store.get("img-2")))
+    with scripted_replies(tiny_runtime, [CHART_REPLY]):
+        message = run(chart, image_id="img-2")
+    assert message.status == "success"
+    ((prompt, settings),) = calls
+    assert settings.draft_text == reading and "Q3" in reading  # what is printed on the chart, to draft from
+    shown = " ".join(part.get("text", "") for turn in prompt.messages for part in turn["content"])
+    assert "Q3" not in shown  # and nothing of it shown to the model
 
 
 def test_read_chart_reports_unparseable_replies_as_tool_errors(tiny_runtime, tools):

@@ -67,6 +67,22 @@ def prepare_ocr(engine: str) -> bool:
     return check_ocr_engine(engine) == "vlm" or ready
 
 
+def reading_to_draft_from(vlm: Any, image: Image.Image) -> str | None:
+    """RapidOCR's reading of ``image``, as ``draft_text`` for a vision model about to read the same text from it:
+    for a local model that drafts its greedy replies (else None, and RapidOCR is not run), and None where RapidOCR
+    cannot read (the model then reads without it)."""
+    from qwenvl_agent.vlm.chat_model import ChatQwenVL
+
+    drafting = isinstance(vlm, ChatQwenVL) and vlm.prompt_lookup_num_tokens > 0
+    if not drafting or vlm.temperature or vlm.sampling != "greedy":
+        return None
+    try:
+        return to_text(read_pieces(image)) or None
+    except Exception as exc:  # noqa: BLE001 - only a source of drafts: the model reads the image all the same
+        log.debug("No RapidOCR reading to draft the model's reply from: %s", exc)
+        return None
+
+
 class OcrArgs(BaseModel):
     image_id: str = Field(description="Image or page id, for example img-1 or doc-1/page-2.")
     region: Box | None = Field(
@@ -99,7 +115,7 @@ class OcrTool(ImageTool):
             image = self.store.get(image_id)
             ids.append(image_id)
         if engine == "vlm":
-            reply = self.ask([image, OCR_INSTRUCTION], draft_text=self._draft_text(image))
+            reply = self.ask([image, OCR_INSTRUCTION], draft_text=reading_to_draft_from(self.vlm, image))
             return reply, ids, {"engine": "vlm"}
         pieces = read_pieces(image)
         checked: list[int] = []
@@ -107,20 +123,6 @@ class OcrTool(ImageTool):
             pieces, checked = self._check_uncertain(image, pieces)
         data = {"engine": engine, "lines": _lines(pieces, image.size), "checked_by_vlm": checked}
         return to_text(pieces) or "(no text)", ids, data
-
-    def _draft_text(self, image: Image.Image) -> str | None:
-        """RapidOCR's reading of ``image``, for a local model that drafts its greedy replies; else None (and
-        None where RapidOCR cannot read: the model then reads without it)."""
-        from qwenvl_agent.vlm.chat_model import ChatQwenVL
-
-        vlm = self.vlm
-        if not isinstance(vlm, ChatQwenVL) or not vlm.prompt_lookup_num_tokens or vlm.temperature or vlm.sampling != "greedy":
-            return None
-        try:
-            return to_text(read_pieces(image)) or None
-        except Exception as exc:  # noqa: BLE001 - only a source of drafts: the model reads the image all the same
-            log.debug("No RapidOCR reading to draft the model's OCR from: %s", exc)
-            return None
 
     def _check_uncertain(self, image: Image.Image, pieces: list[TextPiece]) -> tuple[list[TextPiece], list[int]]:
         """Send the lines RapidOCR is unsure of to the vision model; return the pieces with its readings."""

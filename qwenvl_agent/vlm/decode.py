@@ -154,7 +154,7 @@ class PromptLookup:
         self.longest_match = longest_match
         self.shortest_match = shortest_match
         self.reference = np.asarray(list(reference), dtype=np.int64)
-        self._read = 0  # where the last draft taken from the reference began
+        self._read = 0  # where the last draft from the reference began
 
     def propose(self, sequence, budget: int) -> list[int]:
         """Up to ``min(size, budget)`` tokens that followed the sequence's last n tokens (the longest n that
