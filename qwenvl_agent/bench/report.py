@@ -301,7 +301,9 @@ def _agent_section(results: dict[str, Any]) -> list[str]:
         "quarterly sales chart (800×520 px), \"What is the invoice total, and is it more than the best quarter in "
         "the chart?\". The planner calls both tools in one turn (about 70 tokens), then answers (about 80); the "
         "OCR reply about 300 tokens, the chart about 120 (compact form); OCR and chart at their tools' own image "
-        "budgets. The planner's prefix (system prompt and tool schemas) is warmed when the assistant is built "
+        "budgets; where the model reads an image (the OCR reply, the chart), its reply is drafted from RapidOCR's "
+        "reading of it (`draft_text`: the same reply in fewer passes). The planner's prefix (system prompt and tool "
+        "schemas) is warmed when the assistant is built "
         "(\"warm-up\": computed, or read from the cache folder), before the question. The naive pipeline shrinks "
         "the images to 512 px as the seed does (less vision work than the others do).",
         "",
