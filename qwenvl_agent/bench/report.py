@@ -158,7 +158,9 @@ NOTES = [
     "computed for the last prompt position only (the export multiplies every position by the 151,936 x 2048 "
     "output matrix: for a 1,000-token prompt 1.3 s and 600 MB thrown away); activations are quantised in "
     "groups of 128 channels instead of 32 (prefill 1.3-1.8x faster at the same decode speed); the deepstack "
-    "features reach the language model as one tensor instead of a nested Python list; and one tiny "
+    "features reach the language model as one tensor instead of a nested Python list; the vision tower's patch "
+    "embedding is one matrix product instead of a 3D convolution (389 against 15 ms for a 900-token image) and its "
+    "attention goes without the mask one image does not need (3.7 against 4.0-4.5 s); and one tiny "
     "generation at load prepares the kernels, so the first question is not the slow one (OpenVINO's first "
     "inference takes seconds even with its compiled-model cache).",
     "- **Reuse.** The vision cache skips the vision tower for an image seen before at the same budget; "
