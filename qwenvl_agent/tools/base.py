@@ -89,7 +89,8 @@ class ImageTool(BaseTool):
 
     def ask(self, parts: list[Image.Image | str], **budgets: Any) -> str:
         """Ask the vision model about images and text, in order; return its reply text. ``budgets`` override
-        ``max_image_tokens``/``max_tokens`` for this call."""
+        ``max_image_tokens``/``max_tokens`` for this call, and may carry ChatQwenVL's ``draft_text`` (other
+        chat models get none of them)."""
         if self.vlm is None:
             raise ToolException(f"{self.name} needs a vision chat model; build the tools with make_tools(vlm, store).")
         content = [{"type": "text", "text": p} if isinstance(p, str) else image_block(p, self.vlm) for p in parts]
