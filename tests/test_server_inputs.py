@@ -60,3 +60,12 @@ def test_a_pdf_with_a_huge_page_is_a_400_before_anything_is_rendered(served, mon
     error = bad_request(served, "/v1/agent", {"question": "What is on the poster?", "images": [pdf]})
     assert "page 2 " in error["message"].lower() and "40000x40000 pixels" in error["message"]
     assert renders == []
+
+
+def test_messages_whose_every_part_is_empty_are_answered_as_a_blank_prompt_not_a_500(served):
+    # Found by the schema fuzzer: only a system message, its text parts empty (LangChain drops empty blocks).
+    body = {"messages": [{"role": "system", "content": [{"type": "text", "text": ""}, {"type": "text", "text": ""}]}],
+            "max_tokens": 3}
+    reply = httpx.post(f"{served.url}/v1/chat/completions", json=body, headers=AUTH, timeout=60)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["usage"]["completion_tokens"] <= 3

@@ -19,20 +19,20 @@ from typing import Any
 
 from cachetools import LRUCache
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
-from qwenvl_agent.tools import DEFAULT_OCR_ENGINE, ImageStore, check_ocr_engine, make_tools, prepare_ocr
+from qwenvl_agent.tools import DEFAULT_OCR_ENGINE, ImageStore, check_ocr_engine
 from qwenvl_agent.vlm.bridge import WorkerRun
 from qwenvl_agent.vlm.cancel import CancelSignal, scoped_context
 from qwenvl_agent.vlm.cancel import current as current_cancel
 from qwenvl_agent.vlm.errors import QwenVLError
-from qwenvl_agent.vlm.registry import loaded_runtimes
 
 from .backends import planner_model
 from .event_builder import EventBuilder
 from .events import Answer, Error, Event, Step, StepStarted
 from .graph import SYSTEM_PROMPT, build_agent
+from .warm_up import is_loaded, warm_up
 
 log = logging.getLogger(__name__)
 _STREAM_MODES = ["updates", "messages"]
@@ -132,7 +132,7 @@ class DocumentAssistant:
         self._conversations: dict[str, _Conversation] = {}
         self._lock = threading.Lock()
         self.warm_prefix = warm_prefix
-        if warm_prefix and (_is_loaded(model) or _is_loaded(self.vlm)):
+        if warm_prefix and (is_loaded(model) or is_loaded(self.vlm)):
             self._warm_quietly()
 
     def warm(self) -> Any:
@@ -145,20 +145,8 @@ class DocumentAssistant:
         return self._warm(load_planner=True, load_tools_model=True)
 
     def _warm(self, load_planner: bool, load_tools_model: bool) -> Any:
-        """``warm``, where a model not loaded yet is warmed (so loaded) only if asked: a run warms the planner it
-        is about to call, but not a tools' model of its own, which the question may not need."""
-        prepare_ocr(self.ocr_engine)
-        tools = make_tools(self.vlm, ImageStore(index_pages=False), ocr_engine=self.ocr_engine, **self.tool_budgets)
-        warm_tool = getattr(self.vlm, "warm_prefix", None)
-        shared = self.vlm is self.model
-        if warm_tool is not None and (_is_loaded(self.vlm) or load_tools_model or (shared and load_planner)):
-            # The tools' fixed instructions first: the planner's prefix is the one left held.
-            for prompt in dict.fromkeys(tool.system_prompt for tool in tools if tool.system_prompt):
-                warm_tool([SystemMessage(content=prompt)])
-        warm = getattr(self.model, "warm_prefix", None)
-        if warm is None or not (load_planner or _is_loaded(self.model)):
-            return None
-        return warm([SystemMessage(content=self.system_prompt)], tools)
+        """``warm``; a run warms the planner it is about to call, not a tools' model the question may not need."""
+        return warm_up(self, load_planner, load_tools_model)
 
     def _warm_quietly(self) -> None:
         """Warm what is loaded, as the assistant is built: a failure here is the first run's to report (it meets
@@ -314,12 +302,6 @@ class DocumentAssistant:
                 del self._conversations[thread_id]
                 self._checkpointer.delete_thread(thread_id)
                 conversation.store.index.close(timeout=0)  # its pages are no longer wanted
-
-
-def _is_loaded(model: Any) -> bool:
-    """Whether ``model`` is a local model whose weights are already loaded (warming it would not load them)."""
-    name = getattr(model, "model", None)
-    return hasattr(model, "warm_prefix") and any(runtime.model_id == str(name) for runtime in loaded_runtimes())
 
 
 def _check_bound(name: str, value: Any, whole: bool) -> None:

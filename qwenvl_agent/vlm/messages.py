@@ -50,7 +50,7 @@ def to_qwen_messages(
             content = [{"type": "text", "text": f"[{role}]\n"}, *content]
             role = "user"
         converted.append({"role": role, "content": content})
-    if system_text:
+    if system_text or not converted:  # messages whose every part was empty still make a (blank) prompt
         converted.insert(0, {"role": "system", "content": [{"type": "text", "text": "\n\n".join(system_text)}]})
     return converted, images
 
