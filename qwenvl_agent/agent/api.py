@@ -142,17 +142,13 @@ class DocumentAssistant:
         ``reuse_prefix=False``). The tools' own fixed instructions (``system_prompt``, such as the chart format) are
         made ready the same way on the tools' model, whatever the planner is, and the offline OCR engine they read
         with (``prepare_ocr``)."""
-        return self._warm(load_planner=True, load_tools_model=True)
-
-    def _warm(self, load_planner: bool, load_tools_model: bool) -> Any:
-        """``warm``; a run warms the planner it is about to call, not a tools' model the question may not need."""
-        return warm_up(self, load_planner, load_tools_model)
+        return warm_up(self, load_planner=True, load_tools_model=True)
 
     def _warm_quietly(self) -> None:
         """Warm what is loaded, as the assistant is built: a failure here is the first run's to report (it meets
         it too)."""
         try:
-            self._warm(load_planner=False, load_tools_model=False)
+            warm_up(self, load_planner=False, load_tools_model=False)
         except Exception as exc:  # noqa: BLE001 - the run that follows reports what is wrong
             log.info("The planner's prompt prefix was not prepared: %s", exc)
 
@@ -202,7 +198,8 @@ class DocumentAssistant:
                     if self.warm_prefix:
                         # At once when it is held; else read from disk or computed, once. It meets what the first
                         # planner call would (the model not loading, a busy queue, a stop) and ends the run so.
-                        context.run(self._warm, True, False)
+                        # A run warms the planner it is about to call, not a tools' model it may not need.
+                        context.run(warm_up, self, True, False)
                     while (item := context.run(next, updates, None)) is not None:
                         yield from builder.feed(*item)
                         if stopped.is_set():

@@ -122,7 +122,7 @@ class GenerationRun:
             "jump_forward": settings.jump_forward,
             "prompt_lookup_num_tokens": settings.prompt_lookup_num_tokens,
         }
-        if settings.draft_text and settings.prompt_lookup_num_tokens and not settings.temperature:
+        if settings.draft_text:  # drafted from only where the decode loop drafts at all
             kwargs["draft_ids"] = self.runtime.tokenizer.encode(settings.draft_text, add_special_tokens=False)
         if settings.temperature:
             # Unset top-p and top-k are the checkpoint's own (generation_config.json), as ``generate`` takes them.
